@@ -1,0 +1,80 @@
+#include "cohort/dist/env.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <strings.h>
+
+#include "cohort/dist/error.h"
+
+namespace cohort::env {
+
+const std::vector<Var>& all() {
+  static const std::vector<Var> vars = {
+      {"COHORT_COLLECTIVE_TIMEOUT", "600",
+       "Seconds a collective may wait for its peers before it fails with TimeoutError naming "
+       "the collective, its sequence number and the ranks that did not arrive."},
+      {"COHORT_LOG_LEVEL", "",
+       "trace|debug|info|warn|error|off. Default: info on rank 0, warn on other ranks."},
+      {"COHORT_DEVICE", "auto",
+       "auto|cpu|cuda. auto = one CUDA device per local rank when GPUs are visible, else CPU."},
+      {"COHORT_ALLREDUCE_SLICE_BYTES", "1048576",
+       "All-reduce pipelining granularity in bytes: large buffers are reduced slice by slice "
+       "so that data stays in cache."},
+      {"COHORT_CHECK_COLLECTIVES", "1",
+       "1: every collective first checks across ranks that kind, count, dtype and root "
+       "match (a mismatch is a DistError on every rank instead of a hang). 0 disables."},
+  };
+  return vars;
+}
+
+namespace {
+
+const Var& find(const std::string& name) {
+  for (const Var& v : all()) {
+    if (name == v.name) return v;
+  }
+  throw Error("cohort::env: variable " + name + " is not declared in env.cc");
+}
+
+std::string raw(const std::string& name) {
+  const Var& v = find(name);
+  const char* s = std::getenv(v.name);
+  return (s != nullptr && *s != '\0') ? std::string(s) : std::string(v.defaultValue);
+}
+
+[[noreturn]] void bad(const std::string& name, const std::string& value, const char* want) {
+  throw ConfigError("environment variable " + name + "='" + value + "' is not " + want);
+}
+
+}  // namespace
+
+std::string getString(const std::string& name) { return raw(name); }
+
+std::int64_t getInt(const std::string& name) {
+  const std::string s = raw(name);
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(s.c_str(), &end, 10);
+  if (s.empty() || errno != 0 || *end != '\0') bad(name, s, "an integer");
+  return v;
+}
+
+double getDouble(const std::string& name) {
+  const std::string s = raw(name);
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(s.c_str(), &end);
+  if (s.empty() || errno != 0 || *end != '\0') bad(name, s, "a number");
+  return v;
+}
+
+bool getBool(const std::string& name) {
+  const std::string s = raw(name);
+  for (const char* t : {"1", "true", "yes", "on"})
+    if (strcasecmp(s.c_str(), t) == 0) return true;
+  for (const char* f : {"0", "false", "no", "off"})
+    if (strcasecmp(s.c_str(), f) == 0) return false;
+  bad(name, s, "a boolean (1/0, true/false, yes/no, on/off)");
+}
+
+}  // namespace cohort::env

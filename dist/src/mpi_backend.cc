@@ -1,0 +1,617 @@
+// MpiBackend: host collectives executed by one communication-engine thread per backend.
+//
+// Why an engine thread: collectives become asynchronous (GradientSync overlaps them with
+// backward), and every wait polls nonblocking requests against a deadline, so a peer that
+// never arrives turns into a TimeoutError instead of a hang. While it polls, the engine also
+// answers peers' "where are you?" queries and abort notices on a private control
+// communicator; that is how a timed-out rank names the ranks that did not arrive.
+//
+// All-reduce is Cohort's own ring (reduce-scatter + all-gather over Isend/Irecv), run slice
+// by slice so each slice stays in cache; bf16/fp16 are widened to float32 per slice. The
+// other collectives use MPI's nonblocking collectives on a contiguous byte type.
+#include "cohort/dist/mpi_backend.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <limits>
+#include <map>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "cohort/dist/env.h"
+#include "cohort/dist/error.h"
+#include "cohort/dist/log.h"
+#include "cohort/dist/runtime.h"
+#include "collective_check.h"
+#include "mpi_check.h"
+#include "reduce.h"
+#include "work_state.h"
+
+namespace cohort::dist {
+
+BackendOptions BackendOptions::fromEnv() {
+  BackendOptions o;
+  o.timeoutSeconds = env::getDouble("COHORT_COLLECTIVE_TIMEOUT");
+  if (!(o.timeoutSeconds > 0)) {
+    throw ConfigError("environment variable COHORT_COLLECTIVE_TIMEOUT must be > 0 seconds");
+  }
+  const std::int64_t slice = env::getInt("COHORT_ALLREDUCE_SLICE_BYTES");
+  if (slice < 4096) {
+    throw ConfigError("environment variable COHORT_ALLREDUCE_SLICE_BYTES must be >= 4096");
+  }
+  o.sliceBytes = static_cast<std::size_t>(slice);
+  o.checkArguments = env::getBool("COHORT_CHECK_COLLECTIVES");
+  return o;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr int kDataTag = 11;
+constexpr int kQueryTag = 21;
+constexpr int kReplyTag = 22;
+constexpr int kAbortTag = 23;
+
+using detail::Kind;
+using detail::kindName;
+
+struct Op : detail::Signature {
+  void* buf = nullptr;
+  const void* in = nullptr;
+  std::shared_ptr<detail::WorkState> state;
+};
+
+class MpiBackend final : public Backend {
+ public:
+  MpiBackend(MPI_Comm parent, const BackendOptions& options) : options_(options) {
+    if (!isInitialized()) {
+      throw DistError("cohort::dist: a collective backend was created before "
+                      "cohort::dist::init() (or after shutdown)");
+    }
+    COHORT_MPI_CHECK(MPI_Comm_dup(parent, &data_));
+    COHORT_MPI_CHECK(MPI_Comm_dup(parent, &ctrl_));
+    MPI_Comm_set_errhandler(data_, MPI_ERRORS_RETURN);
+    MPI_Comm_set_errhandler(ctrl_, MPI_ERRORS_RETURN);
+    COHORT_MPI_CHECK(MPI_Comm_rank(data_, &rank_));
+    COHORT_MPI_CHECK(MPI_Comm_size(data_, &size_));
+    engine_ = std::thread([this] { engineLoop(); });
+  }
+
+  ~MpiBackend() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    engine_.join();
+    // A broken communicator may still have requests in flight; freeing it could block.
+    if (!broken_) {
+      MPI_Comm_free(&data_);
+      MPI_Comm_free(&ctrl_);
+    }
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  const char* name() const override { return "mpi"; }
+  bool usesDeviceMemory() const override { return false; }
+
+  std::unique_ptr<Work> allReduce(void* buf, std::size_t count, DType dtype,
+                                  ReduceOp op) override {
+    if (op == ReduceOp::kAvg && !isFloating(dtype)) {
+      throw DistError(std::string("all_reduce: AVG needs a floating dtype, got ") +
+                      toString(dtype));
+    }
+    Op o;
+    o.kind = Kind::kAllReduce;
+    o.buf = buf;
+    o.count = count;
+    o.dtype = dtype;
+    o.reduce = op;
+    return submit(std::move(o));
+  }
+
+  std::unique_ptr<Work> broadcast(void* buf, std::size_t count, DType dtype,
+                                  int root) override {
+    checkRoot(root, "broadcast");
+    Op o;
+    o.kind = Kind::kBroadcast;
+    o.buf = buf;
+    o.count = count;
+    o.dtype = dtype;
+    o.root = root;
+    return submit(std::move(o));
+  }
+
+  std::unique_ptr<Work> allGatherV(const void* in, void* out,
+                                   const std::vector<std::size_t>& counts,
+                                   DType dtype) override {
+    return gatherCommon(Kind::kAllGatherV, in, out, counts, dtype, 0);
+  }
+
+  std::unique_ptr<Work> gatherV(const void* in, void* out, const std::vector<std::size_t>& counts,
+                                DType dtype, int root) override {
+    checkRoot(root, "gather");
+    return gatherCommon(Kind::kGatherV, in, out, counts, dtype, root);
+  }
+
+  std::unique_ptr<Work> barrier() override {
+    Op o;
+    o.kind = Kind::kBarrier;
+    return submit(std::move(o));
+  }
+
+  void abort(const std::string& reason) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    markJobBroken();
+    if (abortState_ == AbortState::kNone) {
+      abortReason_ = reason;
+      abortState_ = AbortState::kRequested;
+    }
+    cv_.notify_all();
+    // The engine posts the notices within a few milliseconds; bounded so abort never hangs.
+    cv_.wait_for(lock, std::chrono::seconds(2),
+                 [&] { return abortState_ == AbortState::kSent || engineDone_; });
+  }
+
+ private:
+  enum class AbortState { kNone, kRequested, kSent };
+
+  void checkRoot(int root, const char* what) const {
+    if (root < 0 || root >= size_) {
+      throw DistError(std::string(what) + ": root " + std::to_string(root) +
+                      " is not a rank of this group (size " + std::to_string(size_) + ")");
+    }
+  }
+
+  std::unique_ptr<Work> gatherCommon(Kind kind, const void* in, void* out,
+                                     const std::vector<std::size_t>& counts, DType dtype,
+                                     int root) {
+    if (static_cast<int>(counts.size()) != size_) {
+      throw DistError(std::string(kindName(kind)) + ": counts has " +
+                      std::to_string(counts.size()) + " entries, group size is " +
+                      std::to_string(size_));
+    }
+    std::size_t total = 0;
+    for (std::size_t c : counts) {
+      if (c > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+        throw DistError(std::string(kindName(kind)) + ": " + std::to_string(c) +
+                        " elements from one rank exceed MPI's int count limit");
+      }
+      total += c;
+    }
+    if (total > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+      throw DistError(std::string(kindName(kind)) + ": " + std::to_string(total) +
+                      " elements in total exceed MPI's int displacement limit");
+    }
+    Op o;
+    o.kind = kind;
+    o.in = in;
+    o.buf = out;
+    o.counts = counts;
+    o.count = total;
+    o.dtype = dtype;
+    o.root = root;
+    return submit(std::move(o));
+  }
+
+  std::unique_ptr<Work> submit(Op o) {
+    if (!isInitialized()) {
+      throw DistError(std::string("cohort::dist: ") + kindName(o.kind) +
+                      " called before cohort::dist::init() (or after shutdown)");
+    }
+    o.state = std::make_shared<detail::WorkState>();
+    auto work = std::make_unique<detail::StateWork>(o.state);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      o.seq = nextSeq_++;
+      queue_.push_back(std::move(o));
+    }
+    cv_.notify_all();
+    return work;
+  }
+
+  // ---- engine thread ----
+
+  void engineLoop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      if (!queue_.empty()) {
+        Op op = std::move(queue_.front());
+        queue_.pop_front();
+        lock.unlock();
+        run(op);
+        lock.lock();
+        continue;
+      }
+      if (stop_) break;
+      cv_.wait_for(lock, std::chrono::milliseconds(5));
+      lock.unlock();
+      idlePoll();
+      lock.lock();
+    }
+    engineDone_ = true;
+    cv_.notify_all();
+  }
+
+  void idlePoll() {
+    try {
+      serviceControl(nullptr);
+      handleAbortRequest();
+    } catch (const std::exception& e) {
+      COHORT_LOG_WARN("communication engine: {}", e.what());
+    }
+  }
+
+  void run(Op& op) {
+    std::exception_ptr error;
+    try {
+      handleAbortRequest();
+      if (!brokenReason_.empty()) throw DistError(op.describe() + ": " + brokenReason_);
+      current_ = &op;
+      lastStarted_ = op.seq;
+      running_ = true;
+      deadline_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                     std::chrono::duration<double>(options_.timeoutSeconds));
+      std::string mismatch;
+      if (size_ > 1 && options_.checkArguments) mismatch = checkArguments(op);
+      if (!mismatch.empty()) {
+        // Every rank saw the same disagreement and no data moved: still usable.
+        running_ = false;
+        current_ = nullptr;
+        op.state->complete(std::make_exception_ptr(DistError(mismatch)));
+        return;
+      }
+      execute(op);
+    } catch (...) {
+      error = std::current_exception();
+      if (brokenReason_.empty()) brokenReason_ = "the communicator is unusable after an earlier error";
+      broken_ = true;
+      markJobBroken();
+    }
+    running_ = false;
+    current_ = nullptr;
+    op.state->complete(error);
+  }
+
+  // All ranks must agree on kind, sequence number, count, dtype, op/root and counts.
+  // Returns the error message of a disagreement (the same on every rank), or "".
+  std::string checkArguments(const Op& op) {
+    detail::SignatureBuffer buf = detail::encodeSignature(op);
+    MPI_Request req;
+    COHORT_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buf.data(), static_cast<int>(buf.size()),
+                                    MPI_INT64_T, MPI_MAX, data_, &req));
+    waitAll(&req, 1);
+    return detail::signatureMismatch(op, buf);
+  }
+
+  void execute(const Op& op) {
+    switch (op.kind) {
+      case Kind::kAllReduce: return ringAllReduce(op);
+      case Kind::kBroadcast: return runBroadcast(op);
+      case Kind::kAllGatherV:
+      case Kind::kGatherV: return runGather(op);
+      case Kind::kBarrier: {
+        if (size_ == 1) return;
+        MPI_Request req;
+        COHORT_MPI_CHECK(MPI_Ibarrier(data_, &req));
+        return waitAll(&req, 1);
+      }
+    }
+  }
+
+  void ringAllReduce(const Op& op) {
+    if (op.count == 0) return;
+    const bool half = op.dtype == DType::kBFloat16 || op.dtype == DType::kFloat16;
+    const DType wt = half ? DType::kFloat32 : op.dtype;  // working type
+    const std::size_t es = elementSize(wt);
+    const std::size_t sliceElems =
+        std::max<std::size_t>(static_cast<std::size_t>(size_), options_.sliceBytes / es);
+    const std::size_t maxSeg = sliceElems / static_cast<std::size_t>(size_) + 1;
+    if (scratch_.size() < maxSeg * es) scratch_.resize(maxSeg * es);
+    if (half && widened_.size() < sliceElems) widened_.resize(sliceElems);
+
+    for (std::size_t off = 0; off < op.count; off += sliceElems) {
+      const std::size_t len = std::min(sliceElems, op.count - off);
+      char* work;
+      if (half) {
+        detail::widenToFloat(static_cast<const std::uint16_t*>(op.buf) + off, widened_.data(),
+                             len, op.dtype);
+        work = reinterpret_cast<char*>(widened_.data());
+      } else {
+        work = static_cast<char*>(op.buf) + off * es;
+      }
+      if (size_ > 1) ringSlice(work, len, wt, op.reduce);
+      if (op.reduce == ReduceOp::kAvg && size_ > 1) detail::divideBy(work, len, wt, size_);
+      if (half) {
+        detail::narrowFromFloat(widened_.data(), static_cast<std::uint16_t*>(op.buf) + off, len,
+                                op.dtype);
+      }
+    }
+  }
+
+  void ringSlice(char* work, std::size_t len, DType wt, ReduceOp reduce) {
+    const std::size_t es = elementSize(wt);
+    const int n = size_;
+    const int next = (rank_ + 1) % n, prev = (rank_ - 1 + n) % n;
+    auto segStart = [&](int i) { return len * static_cast<std::size_t>(i) / n; };
+    auto segLen = [&](int i) { return segStart(i + 1) - segStart(i); };
+    auto mod = [&](int v) { return ((v % n) + n) % n; };
+    MPI_Request reqs[2];
+    for (int s = 0; s < n - 1; ++s) {  // reduce-scatter
+      const int si = mod(rank_ - s), ri = mod(rank_ - s - 1);
+      COHORT_MPI_CHECK(MPI_Irecv(scratch_.data(), static_cast<int>(segLen(ri) * es), MPI_BYTE,
+                                 prev, kDataTag, data_, &reqs[0]));
+      COHORT_MPI_CHECK(MPI_Isend(work + segStart(si) * es, static_cast<int>(segLen(si) * es),
+                                 MPI_BYTE, next, kDataTag, data_, &reqs[1]));
+      waitAll(reqs, 2);
+      detail::reduceInto(work + segStart(ri) * es, scratch_.data(), segLen(ri), wt, reduce);
+    }
+    for (int s = 0; s < n - 1; ++s) {  // all-gather of the reduced segments
+      const int si = mod(rank_ + 1 - s), ri = mod(rank_ - s);
+      COHORT_MPI_CHECK(MPI_Irecv(work + segStart(ri) * es, static_cast<int>(segLen(ri) * es),
+                                 MPI_BYTE, prev, kDataTag, data_, &reqs[0]));
+      COHORT_MPI_CHECK(MPI_Isend(work + segStart(si) * es, static_cast<int>(segLen(si) * es),
+                                 MPI_BYTE, next, kDataTag, data_, &reqs[1]));
+      waitAll(reqs, 2);
+    }
+  }
+
+  // MPI counts are ints: large buffers go in pieces of a contiguous element type.
+  void runBroadcast(const Op& op) {
+    if (size_ == 1 || op.count == 0) return;
+    const std::size_t es = elementSize(op.dtype);
+    const std::size_t piece = static_cast<std::size_t>(1) << 30;  // bytes
+    for (std::size_t off = 0; off < op.count * es; off += piece) {
+      const std::size_t bytes = std::min(piece, op.count * es - off);
+      MPI_Request req;
+      COHORT_MPI_CHECK(MPI_Ibcast(static_cast<char*>(op.buf) + off, static_cast<int>(bytes),
+                                  MPI_BYTE, op.root, data_, &req));
+      waitAll(&req, 1);
+    }
+  }
+
+  void runGather(const Op& op) {
+    const std::size_t es = elementSize(op.dtype);
+    if (size_ == 1) {
+      if (op.count > 0 && op.buf != nullptr) std::memmove(op.buf, op.in, op.count * es);
+      return;
+    }
+    MPI_Datatype elem;
+    COHORT_MPI_CHECK(MPI_Type_contiguous(static_cast<int>(es), MPI_BYTE, &elem));
+    COHORT_MPI_CHECK(MPI_Type_commit(&elem));
+    std::vector<int> counts(size_), displs(size_);
+    int d = 0;
+    for (int r = 0; r < size_; ++r) {
+      counts[r] = static_cast<int>(op.counts[r]);
+      displs[r] = d;
+      d += counts[r];
+    }
+    // MPI rejects a null buffer even for zero elements on some paths.
+    static char dummy = 0;
+    const void* in = op.in != nullptr ? op.in : &dummy;
+    void* out = op.buf != nullptr ? op.buf : &dummy;
+    MPI_Request req;
+    try {
+      if (op.kind == Kind::kAllGatherV) {
+        COHORT_MPI_CHECK(MPI_Iallgatherv(in, counts[rank_], elem, out, counts.data(),
+                                         displs.data(), elem, data_, &req));
+      } else {
+        COHORT_MPI_CHECK(MPI_Igatherv(in, counts[rank_], elem, out, counts.data(), displs.data(),
+                                      elem, op.root, data_, &req));
+      }
+      waitAll(&req, 1);
+    } catch (...) {
+      MPI_Type_free(&elem);
+      throw;
+    }
+    MPI_Type_free(&elem);
+  }
+
+  // Polls requests to completion. Spins briefly (the peer is usually right there), then
+  // yields, then sleeps, so a waiting engine does not starve compute threads. Every few
+  // polls it answers control messages and checks the deadline and abort notices.
+  void waitAll(MPI_Request* reqs, int n) {
+    std::uint64_t polls = 0;
+    while (true) {
+      int flag = 0;
+      COHORT_MPI_CHECK(MPI_Testall(n, reqs, &flag, MPI_STATUSES_IGNORE));
+      if (flag) return;
+      ++polls;
+      if (polls % 64 == 0) {
+        serviceControl(nullptr);
+        handleAbortRequest();
+        if (!peerFailure_.empty()) {
+          brokenReason_ = peerFailure_;
+          throw DistError(current_->describe() + ": " + peerFailure_);
+        }
+        if (Clock::now() > deadline_) throw TimeoutError(diagnoseTimeout(*current_));
+      }
+      if (polls > 200000) {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      } else if (polls > 2000) {
+        sched_yield();
+      }
+    }
+  }
+
+  // ---- control channel: queries, replies and abort notices ----
+
+  struct PendingSend {
+    MPI_Request req;
+    std::vector<char> payload;
+  };
+
+  void postControl(int dest, int tag, std::vector<char> payload) {
+    sends_.push_back(PendingSend{MPI_REQUEST_NULL, std::move(payload)});
+    PendingSend& p = sends_.back();
+    if (MPI_Isend(p.payload.data(), static_cast<int>(p.payload.size()), MPI_BYTE, dest, tag,
+                  ctrl_, &p.req) != MPI_SUCCESS) {
+      sends_.pop_back();  // a dead peer: nothing to deliver
+    }
+  }
+
+  void pruneSends() {
+    for (auto it = sends_.begin(); it != sends_.end();) {
+      int flag = 0;
+      if (MPI_Test(&it->req, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS || flag) {
+        it = sends_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  // Answers queued control messages. Replies are recorded in `replies` when given.
+  void serviceControl(std::map<int, std::array<std::int64_t, 3>>* replies) {
+    pruneSends();
+    while (true) {
+      int flag = 0;
+      MPI_Status st;
+      if (MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, ctrl_, &flag, &st) != MPI_SUCCESS || !flag) {
+        return;
+      }
+      int bytes = 0;
+      MPI_Get_count(&st, MPI_BYTE, &bytes);
+      std::vector<char> buf(static_cast<std::size_t>(std::max(bytes, 1)));
+      COHORT_MPI_CHECK(MPI_Recv(buf.data(), bytes, MPI_BYTE, st.MPI_SOURCE, st.MPI_TAG, ctrl_,
+                                MPI_STATUS_IGNORE));
+      if (st.MPI_TAG == kQueryTag) {
+        std::int64_t state[3] = {lastStarted_, running_ ? 1 : 0, nextSeqSnapshot()};
+        std::vector<char> out(sizeof(state));
+        std::memcpy(out.data(), state, sizeof(state));
+        postControl(st.MPI_SOURCE, kReplyTag, std::move(out));
+      } else if (st.MPI_TAG == kReplyTag && replies != nullptr &&
+                 bytes == 3 * static_cast<int>(sizeof(std::int64_t))) {
+        std::array<std::int64_t, 3> r;
+        std::memcpy(r.data(), buf.data(), sizeof(r));
+        (*replies)[st.MPI_SOURCE] = r;
+      } else if (st.MPI_TAG == kAbortTag && peerFailure_.empty()) {
+        peerFailure_ = "rank " + std::to_string(st.MPI_SOURCE) +
+                       " failed: " + std::string(buf.data(), static_cast<std::size_t>(bytes));
+      }
+    }
+  }
+
+  std::int64_t nextSeqSnapshot() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return nextSeq_;
+  }
+
+  void handleAbortRequest() {
+    std::string reason;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (abortState_ != AbortState::kRequested) return;
+      reason = abortReason_;
+    }
+    for (int p = 0; p < size_; ++p) {
+      if (p != rank_) postControl(p, kAbortTag, std::vector<char>(reason.begin(), reason.end()));
+    }
+    // Give the notices a moment to leave (eager sends complete locally almost at once).
+    const auto until = Clock::now() + std::chrono::milliseconds(200);
+    while (!sends_.empty() && Clock::now() < until) pruneSends();
+    brokenReason_ = "this rank aborted: " + reason;
+    broken_ = true;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      abortState_ = AbortState::kSent;
+    }
+    cv_.notify_all();
+  }
+
+  // Asks every peer where it is and builds the error message of a timed-out collective.
+  std::string diagnoseTimeout(const Op& op) {
+    brokenReason_ = "the communicator is unusable after " + op.describe() + " timed out";
+    std::map<int, std::array<std::int64_t, 3>> replies;
+    for (int p = 0; p < size_; ++p) {
+      if (p == rank_) continue;
+      std::vector<char> q(sizeof(std::int64_t));
+      std::memcpy(q.data(), &op.seq, sizeof(op.seq));
+      postControl(p, kQueryTag, std::move(q));
+    }
+    const double grace = std::min(5.0, std::max(0.5, options_.timeoutSeconds / 2));
+    const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                          std::chrono::duration<double>(grace));
+    while (Clock::now() < until && static_cast<int>(replies.size()) < size_ - 1) {
+      serviceControl(&replies);
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    std::vector<std::string> missing;
+    std::vector<int> arrived;
+    for (int p = 0; p < size_; ++p) {
+      if (p == rank_) continue;
+      auto it = replies.find(p);
+      if (it == replies.end()) {
+        missing.push_back("rank " + std::to_string(p) + " (no answer: dead or stuck)");
+      } else if (it->second[0] < op.seq || (it->second[0] == op.seq && it->second[1] == 0)) {
+        const std::int64_t last = it->second[0];
+        const bool busy = it->second[1] != 0;
+        missing.push_back("rank " + std::to_string(p) + " (last collective #" +
+                          std::to_string(last) + (busy ? ", still in it" : ", now idle") + ")");
+      } else {
+        arrived.push_back(p);
+      }
+    }
+    std::ostringstream s;
+    s << op.describe() << " timed out after " << options_.timeoutSeconds << " s on rank "
+      << rank_ << " (COHORT_COLLECTIVE_TIMEOUT)";
+    if (missing.empty()) {
+      s << "; every peer reports it is in this collective (slow network or a stuck transfer)";
+    } else {
+      s << "; ranks that did not arrive: ";
+      for (std::size_t i = 0; i < missing.size(); ++i) s << (i ? ", " : "") << missing[i];
+    }
+    if (!arrived.empty()) {
+      s << "; arrived: ";
+      for (std::size_t i = 0; i < arrived.size(); ++i) s << (i ? "," : "") << arrived[i];
+    }
+    return s.str();
+  }
+
+  const BackendOptions options_;
+  MPI_Comm data_ = MPI_COMM_NULL;
+  MPI_Comm ctrl_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+
+  std::mutex mu_;  // guards queue_, nextSeq_, stop_, abort*, engineDone_
+  std::condition_variable cv_;
+  std::deque<Op> queue_;
+  std::int64_t nextSeq_ = 0;
+  bool stop_ = false;
+  bool engineDone_ = false;
+  AbortState abortState_ = AbortState::kNone;
+  std::string abortReason_;
+
+  // Engine-thread state.
+  std::thread engine_;
+  std::vector<char> scratch_;
+  std::vector<float> widened_;
+  std::deque<PendingSend> sends_;
+  const Op* current_ = nullptr;
+  std::int64_t lastStarted_ = -1;
+  bool running_ = false;
+  Clock::time_point deadline_;
+  std::string peerFailure_;
+  std::string brokenReason_;
+  std::atomic<bool> broken_{false};
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> makeMpiBackend(MPI_Comm parent, const BackendOptions& options) {
+  return std::make_unique<MpiBackend>(parent, options);
+}
+
+}  // namespace cohort::dist

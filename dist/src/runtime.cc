@@ -1,0 +1,102 @@
+#include "cohort/dist/runtime.h"
+
+#include <mpi.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <climits>
+
+#include "cohort/dist/error.h"
+#include "cohort/dist/log.h"
+#include "mpi_check.h"
+
+namespace cohort::dist {
+
+namespace {
+std::atomic<bool> gInitialized{false};
+std::atomic<bool> gBroken{false};
+
+std::string hostName() {
+  char buf[HOST_NAME_MAX + 1] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown-host";
+  return buf;
+}
+}  // namespace
+
+bool isInitialized() { return gInitialized.load(); }
+void markJobBroken() { gBroken.store(true); }
+bool isJobBroken() { return gBroken.load(); }
+void clearJobBrokenForTesting() { gBroken.store(false); }
+
+Runtime::Runtime(int* argc, char*** argv) {
+  if (gInitialized.exchange(true)) {
+    throw DistError("cohort::dist::Runtime already exists in this process (create it once)");
+  }
+  try {
+    int initialized = 0;
+    COHORT_MPI_CHECK(MPI_Initialized(&initialized));
+    int finalized = 0;
+    COHORT_MPI_CHECK(MPI_Finalized(&finalized));
+    if (finalized) throw DistError("MPI was already finalized in this process");
+    if (!initialized) {
+      // The comm engine issues every MPI call from its own thread, one at a time
+      // (SERIALIZED); MULTIPLE is asked for so abort() may also post from the caller.
+      int provided = 0;
+      COHORT_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
+      ownsMpi_ = true;
+      if (provided < MPI_THREAD_SERIALIZED) {
+        throw DistError("MPI provides thread level " + std::to_string(provided) +
+                        "; Cohort needs at least MPI_THREAD_SERIALIZED");
+      }
+    }
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    COHORT_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &topology_.rank));
+    COHORT_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &topology_.worldSize));
+    topology_.hostname = hostName();
+
+    MPI_Comm local = MPI_COMM_NULL;
+    COHORT_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, topology_.rank,
+                                         MPI_INFO_NULL, &local));
+    COHORT_MPI_CHECK(MPI_Comm_rank(local, &topology_.localRank));
+    COHORT_MPI_CHECK(MPI_Comm_size(local, &topology_.localSize));
+    // Node leaders (local rank 0) number the nodes in order of their world rank.
+    MPI_Comm leaders = MPI_COMM_NULL;
+    COHORT_MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD,
+                                    topology_.localRank == 0 ? 0 : MPI_UNDEFINED,
+                                    topology_.rank, &leaders));
+    int node[2] = {0, 1};
+    if (leaders != MPI_COMM_NULL) {
+      COHORT_MPI_CHECK(MPI_Comm_rank(leaders, &node[0]));
+      COHORT_MPI_CHECK(MPI_Comm_size(leaders, &node[1]));
+      MPI_Comm_free(&leaders);
+    }
+    COHORT_MPI_CHECK(MPI_Bcast(node, 2, MPI_INT, 0, local));
+    MPI_Comm_free(&local);
+    topology_.nodeIndex = node[0];
+    topology_.nodeCount = node[1];
+  } catch (...) {
+    gInitialized.store(false);
+    throw;
+  }
+}
+
+Runtime::~Runtime() {
+  gInitialized.store(false);
+  if (!ownsMpi_) return;
+  if (gBroken.load()) {
+    // A peer may be gone or stuck: MPI_Finalize could block forever. Leave it to the
+    // process exit (mpirun/srun then end the job).
+    COHORT_LOG_WARN("skipping MPI_Finalize: a collective failed or the job was aborted");
+    return;
+  }
+  MPI_Finalize();
+}
+
+std::unique_ptr<Runtime> init(int* argc, char*** argv) {
+  auto rt = std::make_unique<Runtime>(argc, argv);
+  const Topology& t = rt->topology();
+  log::configure(t.rank, t.hostname, t.nodeCount > 1);
+  return rt;
+}
+
+}  // namespace cohort::dist

@@ -1,0 +1,111 @@
+// Pure functions of dist: half-type conversions (against torch's own), the env registry,
+// and the device policy.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "cohort/dist/device.h"
+#include "cohort/dist/env.h"
+#include "cohort/dist/error.h"
+#include "reduce.h"
+#include "test_util.h"
+
+namespace cohort::test {
+namespace {
+
+using namespace cohort::dist;
+
+TEST(UnitHalf, EveryFp16AndBf16BitPatternWidensLikeTorch) {
+  at::Tensor bits = at::arange(0, 65536, at::kInt).to(at::kShort);
+  for (auto type : {at::kHalf, at::kBFloat16}) {
+    at::Tensor want = bits.view(type).to(at::kFloat);
+    std::vector<float> got(65536);
+    std::vector<std::uint16_t> raw(65536);
+    for (int i = 0; i < 65536; ++i) raw[i] = static_cast<std::uint16_t>(i);
+    detail::widenToFloat(raw.data(), got.data(), raw.size(),
+                         type == at::kHalf ? DType::kFloat16 : DType::kBFloat16);
+    at::Tensor gotT = at::from_blob(got.data(), {65536}, at::kFloat);
+    EXPECT_TRUE(at::equal(at::isnan(gotT), at::isnan(want))) << c10::toString(type);
+    at::Tensor finite = at::logical_not(at::isnan(want));
+    EXPECT_TRUE(at::equal(gotT.masked_select(finite), want.masked_select(finite)))
+        << c10::toString(type);
+  }
+}
+
+TEST(UnitHalf, NarrowingRoundsToNearestEvenLikeTorch) {
+  at::manual_seed(7);
+  // Wide dynamic range incl. subnormals, overflow, ties, and specials.
+  at::Tensor x = at::cat({at::randn({200000}) * at::pow(2.0, at::randint(-30, 20, {200000})),
+                          at::tensor({0.0f, -0.0f, 65504.0f, 65519.0f, 65520.0f, 1e6f, -1e6f,
+                                      1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048, 5.96e-8f, 2.98e-8f,
+                                      std::numeric_limits<float>::infinity()})});
+  std::vector<float> in(x.data_ptr<float>(), x.data_ptr<float>() + x.numel());
+  std::vector<std::uint16_t> out(in.size());
+  for (auto type : {at::kHalf, at::kBFloat16}) {
+    detail::narrowFromFloat(in.data(), out.data(), in.size(),
+                            type == at::kHalf ? DType::kFloat16 : DType::kBFloat16);
+    at::Tensor want = x.to(type).view(at::kShort);
+    at::Tensor got = at::from_blob(out.data(), {x.numel()}, at::kShort);
+    const int64_t diff = at::ne(got, want).sum().item<int64_t>();
+    EXPECT_EQ(diff, 0) << c10::toString(type);
+  }
+}
+
+TEST(UnitEnv, DefaultsParseAndBadValuesNameTheVariable) {
+  unsetenv("COHORT_COLLECTIVE_TIMEOUT");
+  EXPECT_DOUBLE_EQ(env::getDouble("COHORT_COLLECTIVE_TIMEOUT"), 600.0);
+  setenv("COHORT_COLLECTIVE_TIMEOUT", "2.5", 1);
+  EXPECT_DOUBLE_EQ(BackendOptions::fromEnv().timeoutSeconds, 2.5);
+  setenv("COHORT_COLLECTIVE_TIMEOUT", "ten", 1);
+  const std::string msg = messageOf<ConfigError>([] { BackendOptions::fromEnv(); });
+  EXPECT_EQ(msg, "environment variable COHORT_COLLECTIVE_TIMEOUT='ten' is not a number");
+  setenv("COHORT_COLLECTIVE_TIMEOUT", "0", 1);
+  EXPECT_NE(messageOf<ConfigError>([] { BackendOptions::fromEnv(); }).find("must be > 0"),
+            std::string::npos);
+  unsetenv("COHORT_COLLECTIVE_TIMEOUT");
+  setenv("COHORT_CHECK_COLLECTIVES", "maybe", 1);
+  EXPECT_NE(messageOf<ConfigError>([] { env::getBool("COHORT_CHECK_COLLECTIVES"); })
+                .find("COHORT_CHECK_COLLECTIVES='maybe'"),
+            std::string::npos);
+  unsetenv("COHORT_CHECK_COLLECTIVES");
+  EXPECT_THROW(env::getInt("COHORT_NOT_DECLARED"), Error);
+}
+
+TEST(UnitEnv, EveryVariableIsDocumented) {
+  std::ifstream f(COHORT_SOURCE_DIR "/docs/env.md");
+  ASSERT_TRUE(f.good()) << "docs/env.md missing";
+  std::stringstream s;
+  s << f.rdbuf();
+  for (const auto& v : env::all()) {
+    EXPECT_NE(s.str().find(std::string("`") + v.name + "`"), std::string::npos)
+        << v.name << " is not in docs/env.md";
+  }
+}
+
+TEST(UnitDevice, OneRankPerGpuPolicy) {
+  Topology t;
+  t.rank = 5;
+  t.localRank = 1;
+  t.localSize = 4;
+  t.hostname = "n1";
+  EXPECT_EQ(chooseDevice(t, 0, "auto", false).kind, DeviceKind::kCpu);
+  EXPECT_EQ(chooseDevice(t, 8, "cpu", false).kind, DeviceKind::kCpu);
+  const auto c = chooseDevice(t, 4, "auto", false);
+  EXPECT_EQ(c.kind, DeviceKind::kCuda);
+  EXPECT_EQ(c.index, 1);
+  // srun --gpus-per-task: each task sees its own single device.
+  EXPECT_EQ(chooseDevice(t, 1, "auto", true).index, 0);
+  EXPECT_NE(messageOf<DistError>([&] { chooseDevice(t, 2, "auto", false); })
+                .find("4 ranks on n1 but only 2 CUDA devices visible"),
+            std::string::npos);
+  EXPECT_EQ(messageOf<DistError>([&] { chooseDevice(t, 0, "cuda", false); }),
+            "no CUDA device visible to rank 5 (COHORT_DEVICE=cuda)");
+  EXPECT_NE(messageOf<ConfigError>([&] { chooseDevice(t, 0, "gpu", false); }).find("COHORT_DEVICE"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace cohort::test

@@ -1,0 +1,18 @@
+// A program outside the source tree, built against the installed Cohort package.
+#include <ATen/ATen.h>
+
+#include <cstdio>
+
+#include "cohort/dist/device.h"
+#include "cohort/dist/runtime.h"
+
+int main(int argc, char** argv) {
+  auto rt = cohort::dist::init(&argc, &argv);
+  auto comm = cohort::dist::makeCommunicator(*rt, cohort::dist::chooseDevice(*rt));
+  at::Tensor t = at::ones({4}, at::kFloat);
+  comm->allReduce(t);
+  const bool ok = at::equal(t, at::full({4}, static_cast<float>(rt->worldSize())));
+  std::printf("consumer: world %d, all_reduce %s\n", rt->worldSize(), ok ? "ok" : "WRONG");
+  comm.reset();
+  return ok ? 0 : 1;
+}
