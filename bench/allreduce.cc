@@ -1,0 +1,86 @@
+// All-reduce bandwidth: Cohort's Communicator::allReduce vs raw MPI_Allreduce, interleaved
+// (A B A B ...) in the same launch, float32 sum, in place. Prints one ROW line per size and
+// variant (the median over repetitions); scripts/bench aggregates several launches.
+//   usage: mpirun -np N bench_allreduce [--max-mib 256] [--reps 5]
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cohort/dist/device.h"
+#include "cohort/dist/runtime.h"
+
+namespace {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Seconds per all-reduce; the slowest rank's time counts.
+template <typename F>
+double timeIt(int iters, F&& f) {
+  MPI_Barrier(MPI_COMM_WORLD);
+  const double t0 = now();
+  for (int i = 0; i < iters; ++i) f();
+  double dt = (now() - t0) / iters;
+  MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return dt;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  at::set_num_threads(1);
+  auto rt = cohort::dist::init(&argc, &argv);
+  int maxMib = 256, reps = 5;
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--max-mib") == 0) maxMib = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--reps") == 0) reps = std::atoi(argv[i + 1]);
+  }
+  cohort::dist::DeviceChoice cpu;
+  auto comm = cohort::dist::makeCommunicator(*rt, cpu);
+  const int n = rt->worldSize();
+  const double busFactor = n > 1 ? 2.0 * (n - 1) / n : 1.0;
+  for (std::size_t bytes = 4096; bytes <= static_cast<std::size_t>(maxMib) << 20; bytes *= 4) {
+    const int64_t count = static_cast<int64_t>(bytes / 4);
+    at::Tensor a = at::rand({count}, at::kFloat);
+    std::vector<float> b(static_cast<std::size_t>(count), 1.0f);
+    // Enough iterations for ~0.2 s per sample at 1 GB/s, at least 2.
+    const int iters = std::max<int>(2, static_cast<int>(2e8 / static_cast<double>(bytes)));
+    comm->allReduce(a);  // warm-up both paths
+    MPI_Allreduce(MPI_IN_PLACE, b.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM,
+                  MPI_COMM_WORLD);
+    std::vector<double> tc, tm;
+    for (int r = 0; r < reps; ++r) {
+      tc.push_back(timeIt(iters, [&] { comm->allReduce(a); }));
+      tm.push_back(timeIt(iters, [&] {
+        MPI_Allreduce(MPI_IN_PLACE, b.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM,
+                      MPI_COMM_WORLD);
+      }));
+      a.fill_(0.5);  // keep values finite
+      std::fill(b.begin(), b.end(), 0.5f);
+    }
+    if (rt->rank() == 0) {
+      const double c = median(tc), m = median(tm);
+      std::printf("ROW %zu cohort %.6e %.4f\n", bytes, c, bytes / c * busFactor / 1e9);
+      std::printf("ROW %zu mpi %.6e %.4f\n", bytes, m, bytes / m * busFactor / 1e9);
+      std::fflush(stdout);
+    }
+  }
+  if (rt->rank() == 0) std::printf("WORLD %d\n", n);
+  comm.reset();
+  return 0;
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Aggregates bench_allreduce launches: per size and variant, the median busbw over
+launches; prints the table and the BENCH line (stdlib only)."""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+busbw = defaultdict(list)
+world = None
+with open(sys.argv[1]) as f:
+    for line in f:
+        parts = line.split()
+        if parts[:1] == ["ROW"]:
+            busbw[(int(parts[1]), parts[2])].append(float(parts[4]))
+        elif parts[:1] == ["WORLD"]:
+            world = int(parts[1])
+
+sizes = sorted({s for s, _ in busbw})
+def fmt(n):
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
+
+print(f"all-reduce, float32 sum, {world} ranks, median of {len(busbw[(sizes[0], 'mpi')])} launches")
+print(f"{'size':>9} | {'cohort algbw':>12} {'cohort busbw':>12} | {'mpi algbw':>9} {'mpi busbw':>9} | ratio")
+factor = 2 * (world - 1) / world if world and world > 1 else 1.0
+ratios = {}
+med = {}
+for s in sizes:
+    c = statistics.median(busbw[(s, "cohort")])
+    m = statistics.median(busbw[(s, "mpi")])
+    med[s] = c
+    ratios[s] = c / m
+    print(f"{fmt(s):>9} | {c / factor:9.2f} GB/s {c:7.2f} GB/s | {m / factor:6.2f} GB/s {m:6.2f} GB/s | {c / m:5.2f}")
+big = [s for s in sizes if s >= 1 << 20]
+result = {
+    "busbw_ratio_min_ge_1MiB": round(min(ratios[s] for s in big), 3),
+    "busbw_256MiB_over_16MiB": round(med[max(sizes)] / med[16 << 20], 3) if (16 << 20) in med else None,
+    "busbw_ratio_256MiB": round(ratios[max(sizes)], 3),
+    "cohort_busbw_16MiB_GBps": round(med.get(16 << 20, 0), 3),
+    "cohort_busbw_256MiB_GBps": round(med[max(sizes)], 3),
+    "world": world,
+}
+print("BENCH " + json.dumps(result))
