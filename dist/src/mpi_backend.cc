@@ -71,6 +71,25 @@ struct Op : detail::Signature {
   std::shared_ptr<detail::WorkState> state;
 };
 
+class MpiBackend;
+
+// Waiting runs the backend's queued ops in this thread when the engine is idle. A Work must
+// not outlive its backend.
+class MpiWork : public Work {
+ public:
+  MpiWork(MpiBackend* b, std::shared_ptr<detail::WorkState> s)
+      : backend_(b), state_(std::move(s)) {}
+  void wait() override;
+  bool isCompleted() override {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    return state_->done;
+  }
+
+ private:
+  MpiBackend* backend_;
+  std::shared_ptr<detail::WorkState> state_;
+};
+
 class MpiBackend final : public Backend {
  public:
   MpiBackend(MPI_Comm parent, const BackendOptions& options) : options_(options) {
@@ -211,7 +230,7 @@ class MpiBackend final : public Backend {
                       " called before cohort::dist::init() (or after shutdown)");
     }
     o.state = std::make_shared<detail::WorkState>();
-    auto work = std::make_unique<detail::StateWork>(o.state);
+    auto work = std::make_unique<MpiWork>(this, o.state);
     {
       std::lock_guard<std::mutex> lock(mu_);
       o.seq = nextSeq_++;
@@ -223,25 +242,58 @@ class MpiBackend final : public Backend {
 
   // ---- engine thread ----
 
+  // The engine runs queued ops whenever no other thread holds the runner token; so does a
+  // thread blocked in wait() (runQueuedUntil), which saves two thread hand-offs per
+  // blocking collective. Exactly one thread makes this backend's MPI calls at a time.
   void engineLoop() {
     std::unique_lock<std::mutex> lock(mu_);
     while (true) {
-      if (!queue_.empty()) {
-        Op op = std::move(queue_.front());
-        queue_.pop_front();
-        lock.unlock();
-        run(op);
-        lock.lock();
+      if (!queue_.empty() && !runnerBusy_) {
+        runFront(lock);
         continue;
       }
-      if (stop_) break;
+      if (stop_ && queue_.empty()) break;
       cv_.wait_for(lock, std::chrono::milliseconds(5));
+      if (runnerBusy_) continue;
+      runnerBusy_ = true;
       lock.unlock();
       idlePoll();
       lock.lock();
+      runnerBusy_ = false;
     }
     engineDone_ = true;
     cv_.notify_all();
+  }
+
+  // Pops and runs the front op with the runner token; `lock` holds mu_ on entry and exit.
+  void runFront(std::unique_lock<std::mutex>& lock) {
+    runnerBusy_ = true;
+    Op op = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    run(op);
+    lock.lock();
+    runnerBusy_ = false;
+    cv_.notify_all();
+  }
+
+ public:
+  // Called by MpiWork::wait(): runs queued ops (in order) until `state` is done.
+  void runQueuedUntil(const std::shared_ptr<detail::WorkState>& state) {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!isDone(*state)) {
+      if (!queue_.empty() && !runnerBusy_) {
+        runFront(lock);
+      } else {
+        cv_.wait_for(lock, std::chrono::milliseconds(1));
+      }
+    }
+  }
+
+ private:
+  static bool isDone(detail::WorkState& st) {
+    std::lock_guard<std::mutex> l(st.mu);
+    return st.done;
   }
 
   void idlePoll() {
@@ -591,6 +643,7 @@ class MpiBackend final : public Backend {
   std::int64_t nextSeq_ = 0;
   bool stop_ = false;
   bool engineDone_ = false;
+  bool runnerBusy_ = false;  // a thread is running ops or polling control
   AbortState abortState_ = AbortState::kNone;
   std::string abortReason_;
 
@@ -607,6 +660,12 @@ class MpiBackend final : public Backend {
   std::string brokenReason_;
   std::atomic<bool> broken_{false};
 };
+
+void MpiWork::wait() {
+  backend_->runQueuedUntil(state_);
+  std::lock_guard<std::mutex> lock(state_->mu);
+  if (state_->error) std::rethrow_exception(state_->error);
+}
 
 }  // namespace
 
