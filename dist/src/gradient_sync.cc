@@ -97,6 +97,7 @@ class GradientSync::Impl {
     at::Tensor buffer;  // numel + 1: the gradients, then the unused-parameter flag
     at::Tensor grads;   // buffer[0:numel]
     at::Tensor flag;    // buffer[numel:numel+1]
+    at::Tensor paramsFlat;  // the parameters' storage (flatParameters), same layout as grads
     std::vector<std::size_t> params;
     std::size_t pending = 0;  // parameters not yet ready in the current step
     bool localUnused = false;
@@ -242,6 +243,7 @@ class GradientSync::Impl {
 
   const GradientSyncOptions& options() const { return options_; }
   const std::vector<at::Tensor>& bucketGradients() const { return bucketGrads_; }
+  const std::vector<at::Tensor>& bucketParameters() const { return bucketParams_; }
   const std::vector<ParamSlot>& slots() const { return slots_; }
   std::size_t numBuckets() const { return buckets_.size(); }
 
@@ -356,6 +358,19 @@ class GradientSync::Impl {
         slots_[i] = ParamSlot{p.name, k, off, p.tensor.numel()};
         off += p.tensor.numel();
       }
+      if (options_.flatParameters) {
+        // Parameters move into one flat buffer per bucket with the gradients' layout, so an
+        // optimizer can update a whole bucket in one pass (FusedAdamW).
+        b.paramsFlat = at::empty({numel}, first.options().requires_grad(false));
+        for (std::size_t i : b.params) {
+          Param& p = params_[i];
+          const ParamSlot& slot = slots_[i];
+          at::Tensor view = b.paramsFlat.narrow(0, slot.offset, slot.numel).view(p.tensor.sizes());
+          view.copy_(p.tensor);
+          p.tensor.set_data(view);
+        }
+        bucketParams_.push_back(b.paramsFlat);
+      }
       b.pending = b.params.size();
       bucketGrads_.push_back(b.grads);
       buckets_.push_back(std::move(b));
@@ -422,6 +437,7 @@ class GradientSync::Impl {
   std::vector<Param> params_;  // those that require grad
   std::vector<Bucket> buckets_;
   std::vector<at::Tensor> bucketGrads_;
+  std::vector<at::Tensor> bucketParams_;
   std::vector<ParamSlot> slots_;
 
   mutable std::mutex mu_;  // hooks may run on autograd worker threads
@@ -462,6 +478,10 @@ const std::vector<at::Tensor>& GradientSync::bucketGradients() const {
 }
 
 const std::vector<ParamSlot>& GradientSync::paramSlots() const { return impl_->slots(); }
+
+const std::vector<at::Tensor>& GradientSync::bucketParameters() const {
+  return impl_->bucketParameters();
+}
 
 std::vector<std::chrono::steady_clock::time_point> GradientSync::lastLaunchTimes() const {
   return impl_->launchTimes();

@@ -58,6 +58,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr int kDataTag = 11;
+// Polls before a waiting engine starts sleeping (tunable for experiments).
+const std::uint64_t kSpinPolls = std::getenv("COHORT_X_SPIN") ? std::strtoull(std::getenv("COHORT_X_SPIN"), nullptr, 10) : 2000;
 constexpr int kQueryTag = 21;
 constexpr int kReplyTag = 22;
 constexpr int kAbortTag = 23;
@@ -489,10 +491,9 @@ class MpiBackend final : public Backend {
         }
         if (Clock::now() > deadline_) throw TimeoutError(diagnoseTimeout(*current_));
       }
-      if (polls > 200000) {
-        std::this_thread::sleep_for(std::chrono::microseconds(100));
-      } else if (polls > 2000) {
-        sched_yield();
+      if (polls > kSpinPolls) {
+        // Sleeping hands the core to compute threads (GradientSync overlaps with backward).
+        std::this_thread::sleep_for(std::chrono::microseconds(polls > 20 * kSpinPolls ? 200 : 20));
       }
     }
   }

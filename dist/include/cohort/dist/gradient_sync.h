@@ -58,6 +58,11 @@ struct GradientSyncOptions {
   // complete. false: all buckets are reduced in finish(), after backward (the "no overlap"
   // baseline of the benchmark).
   bool overlap = true;
+  // true: each parameter's storage becomes a view into a flat per-bucket buffer with the
+  // same layout as the gradients (bucketParameters()), so an optimizer can update a bucket
+  // in one pass over contiguous memory (FusedAdamW). Moving the module to another device
+  // afterwards (Module::to) undoes this: create GradientSync after placing the model.
+  bool flatParameters = true;
 };
 
 // Where one parameter's gradient lives.
@@ -128,6 +133,9 @@ class GradientSync {
   std::size_t numBuckets() const;
   // Flat gradient buffer of each bucket, in reduction order (one dtype/device each).
   const std::vector<at::Tensor>& bucketGradients() const;
+  // Flat parameter buffer of each bucket (same layout as bucketGradients(); empty when
+  // flatParameters is false).
+  const std::vector<at::Tensor>& bucketParameters() const;
   // One entry per parameter that requires grad, in registration order.
   const std::vector<ParamSlot>& paramSlots() const;
   // steady_clock time at which each bucket's all-reduce was last launched (a default

@@ -1,0 +1,60 @@
+// FusedAdamW: AdamW (decoupled weight decay, torch.optim.AdamW's update) as ONE pass over
+// GradientSync's flat parameter and gradient buffers. torch's AdamW makes about ten passes
+// over every tensor (mul_, lerp_, mul_, addcmul_, sqrt, div, add_, addcdiv_); on a CPU those
+// passes are memory-bound, so a single fused loop that reads p, g, m, v once and writes
+// p, m, v once is several times faster for large models.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cohort/dist/gradient_sync.h"
+
+namespace cohort::dist {
+
+struct AdamWOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weightDecay = 0.01;
+};
+
+// Borrows `sync` (which must outlive it and have flatParameters on). Owns the moment
+// buffers (exp_avg, exp_avg_sq: flat, one pair per bucket) and the step count.
+// Not collective and not thread-safe; step() uses torch's intra-op thread pool.
+class FusedAdamW {
+ public:
+  // `decay(name)` says whether weight decay applies to a parameter (HF: not to biases and
+  // norm weights); default: every parameter decays. Throws ConfigError for bad options.
+  FusedAdamW(GradientSync& sync, AdamWOptions options,
+             std::function<bool(const std::string&)> decay = nullptr);
+
+  // One AdamW update of every parameter from its gradient in the flat buffers. `lr`
+  // overrides options().lr for this step (schedulers), when >= 0.
+  void step(double lr = -1.0);
+
+  std::int64_t stepCount() const { return step_; }
+  const AdamWOptions& options() const { return options_; }
+  // Moment buffers, one per bucket (for checkpoints).
+  const std::vector<at::Tensor>& expAvg() const { return expAvg_; }
+  const std::vector<at::Tensor>& expAvgSq() const { return expAvgSq_; }
+
+ private:
+  struct Segment {
+    std::size_t bucket;
+    std::int64_t offset, numel;
+    bool decay;
+  };
+  GradientSync& sync_;
+  AdamWOptions options_;
+  std::vector<Segment> segments_;
+  std::vector<at::Tensor> expAvg_, expAvgSq_;
+  std::int64_t step_ = 0;
+};
+
+}  // namespace cohort::dist

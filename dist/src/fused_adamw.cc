@@ -1,0 +1,93 @@
+#include "cohort/dist/fused_adamw.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+
+#include "cohort/dist/error.h"
+
+namespace cohort::dist {
+
+namespace {
+
+// The update of torch.optim.AdamW (1.13, single-tensor path), element by element:
+//   p *= 1 - lr*wd;  m += (1-b1)(g-m);  v = b2 v + (1-b2) g^2
+//   p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)
+template <typename T>
+void adamwKernel(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
+                 std::int64_t n, T decayFactor, T oneMinusB1, T b2, T oneMinusB2, T stepSize,
+                 T invSqrtBc2, T eps) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T gi = g[i];
+    const T mi = m[i] + oneMinusB1 * (gi - m[i]);
+    const T vi = b2 * v[i] + oneMinusB2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * decayFactor - stepSize * mi / (std::sqrt(vi) * invSqrtBc2 + eps);
+  }
+}
+
+template <typename T>
+void runSegment(const at::Tensor& p, const at::Tensor& g, const at::Tensor& m,
+                const at::Tensor& v, std::int64_t off, std::int64_t n, double lr, double wd,
+                const AdamWOptions& o, std::int64_t step) {
+  const double bc1 = 1.0 - std::pow(o.beta1, static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(o.beta2, static_cast<double>(step));
+  T* pp = p.data_ptr<T>() + off;
+  const T* gp = g.data_ptr<T>() + off;
+  T* mp = m.data_ptr<T>() + off;
+  T* vp = v.data_ptr<T>() + off;
+  at::parallel_for(0, n, 1 << 15, [&](std::int64_t begin, std::int64_t end) {
+    adamwKernel<T>(pp + begin, gp + begin, mp + begin, vp + begin, end - begin,
+                   static_cast<T>(1.0 - lr * wd), static_cast<T>(1.0 - o.beta1),
+                   static_cast<T>(o.beta2), static_cast<T>(1.0 - o.beta2),
+                   static_cast<T>(lr / bc1), static_cast<T>(1.0 / std::sqrt(bc2)),
+                   static_cast<T>(o.eps));
+  });
+}
+
+}  // namespace
+
+FusedAdamW::FusedAdamW(GradientSync& sync, AdamWOptions options,
+                       std::function<bool(const std::string&)> decay)
+    : sync_(sync), options_(options) {
+  if (!(options_.lr >= 0) || !(options_.eps > 0) || !(options_.beta1 >= 0 && options_.beta1 < 1) ||
+      !(options_.beta2 >= 0 && options_.beta2 < 1) || !(options_.weightDecay >= 0)) {
+    throw ConfigError("FusedAdamW: need lr >= 0, eps > 0, 0 <= beta1, beta2 < 1, weight_decay >= 0");
+  }
+  if (sync_.bucketParameters().size() != sync_.bucketGradients().size()) {
+    throw ConfigError("FusedAdamW needs GradientSync with flatParameters = true");
+  }
+  for (const auto& g : sync_.bucketGradients()) {
+    if (g.scalar_type() != at::kFloat && g.scalar_type() != at::kDouble) {
+      throw ConfigError(std::string("FusedAdamW: parameters must be float32 or float64, got ") +
+                        c10::toString(g.scalar_type()));
+    }
+    expAvg_.push_back(at::zeros_like(g));
+    expAvgSq_.push_back(at::zeros_like(g));
+  }
+  for (const ParamSlot& s : sync_.paramSlots()) {
+    segments_.push_back({s.bucket, s.offset, s.numel, decay ? decay(s.name) : true});
+  }
+}
+
+void FusedAdamW::step(double lr) {
+  if (lr < 0) lr = options_.lr;
+  ++step_;
+  const auto& params = sync_.bucketParameters();
+  const auto& grads = sync_.bucketGradients();
+  for (const Segment& s : segments_) {
+    const double wd = s.decay ? options_.weightDecay : 0.0;
+    const at::Tensor& p = params[s.bucket];
+    if (p.scalar_type() == at::kFloat) {
+      runSegment<float>(p, grads[s.bucket], expAvg_[s.bucket], expAvgSq_[s.bucket], s.offset,
+                        s.numel, lr, wd, options_, step_);
+    } else {
+      runSegment<double>(p, grads[s.bucket], expAvg_[s.bucket], expAvgSq_[s.bucket], s.offset,
+                         s.numel, lr, wd, options_, step_);
+    }
+  }
+}
+
+}  // namespace cohort::dist
