@@ -1,0 +1,1 @@
+# Sources of the trainer's config area: list(APPEND COHORT_TRAINER_SOURCES ...)
