@@ -15,7 +15,15 @@
 
 namespace cohort::dist::detail {
 
-enum class Kind : std::int64_t { kAllReduce = 1, kBroadcast, kAllGatherV, kGatherV, kBarrier };
+enum class Kind : std::int64_t {
+  kAllReduce = 1,
+  kBroadcast,
+  kAllGatherV,
+  kGatherV,
+  kBarrier,
+  kReduceScatter,
+  kAllGatherPartitions
+};
 
 inline const char* kindName(Kind k) {
   switch (k) {
@@ -24,6 +32,8 @@ inline const char* kindName(Kind k) {
     case Kind::kAllGatherV: return "all_gather";
     case Kind::kGatherV: return "gather";
     case Kind::kBarrier: return "barrier";
+    case Kind::kReduceScatter: return "reduce_scatter";
+    case Kind::kAllGatherPartitions: return "all_gather_partitions";
   }
   return "?";
 }
@@ -40,7 +50,7 @@ struct Signature {
   std::string describe() const {
     std::ostringstream s;
     s << kindName(kind) << " #" << seq << " (" << count << " x " << toString(dtype);
-    if (kind == Kind::kAllReduce) s << ", " << toString(reduce);
+    if (kind == Kind::kAllReduce || kind == Kind::kReduceScatter) s << ", " << toString(reduce);
     if (kind == Kind::kBroadcast || kind == Kind::kGatherV) s << ", root " << root;
     s << ")";
     return s.str();
@@ -50,7 +60,8 @@ struct Signature {
     std::uint64_t h = 1469598103934665603ull;  // FNV-1a over the per-rank counts
     for (std::size_t c : counts) h = (h ^ c) * 1099511628211ull;
     const std::int64_t opOrRoot =
-        kind == Kind::kAllReduce ? static_cast<std::int64_t>(reduce) : root;
+        kind == Kind::kAllReduce || kind == Kind::kReduceScatter ? static_cast<std::int64_t>(reduce)
+                                                                 : root;
     return {static_cast<std::int64_t>(kind), seq, static_cast<std::int64_t>(count),
             static_cast<std::int64_t>(dtype), opOrRoot, static_cast<std::int64_t>(h >> 2)};
   }

@@ -83,6 +83,20 @@ std::unique_ptr<Work> Communicator::allReduceAsync(const at::Tensor& t, ReduceOp
 
 void Communicator::allReduce(const at::Tensor& t, ReduceOp op) { allReduceAsync(t, op)->wait(); }
 
+std::unique_ptr<Work> Communicator::reduceScatterAsync(const at::Tensor& t, ReduceOp op) {
+  checkTensor(*backend_, t, "reduce_scatter");
+  const DType dt = toDType(t, "reduce_scatter");
+  auto inner = backend_->reduceScatter(t.data_ptr(), static_cast<std::size_t>(t.numel()), dt, op);
+  return std::make_unique<TensorWork>(std::move(inner), t);
+}
+
+std::unique_ptr<Work> Communicator::allGatherPartitionsAsync(const at::Tensor& t) {
+  checkTensor(*backend_, t, "all_gather_partitions");
+  const DType dt = toDType(t, "all_gather_partitions");
+  auto inner = backend_->allGatherPartitions(t.data_ptr(), static_cast<std::size_t>(t.numel()), dt);
+  return std::make_unique<TensorWork>(std::move(inner), t);
+}
+
 void Communicator::broadcast(const at::Tensor& t, int root) {
   checkTensor(*backend_, t, "broadcast");
   const DType dt = toDType(t, "broadcast");

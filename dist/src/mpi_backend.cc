@@ -58,8 +58,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr int kDataTag = 11;
-// Polls before a waiting engine starts sleeping (tunable for experiments).
-const std::uint64_t kSpinPolls = std::getenv("COHORT_X_SPIN") ? std::strtoull(std::getenv("COHORT_X_SPIN"), nullptr, 10) : 2000;
+// Polls before a waiting engine starts sleeping.
+constexpr std::uint64_t kSpinPolls = 2000;
 constexpr int kQueryTag = 21;
 constexpr int kReplyTag = 22;
 constexpr int kAbortTag = 23;
@@ -139,6 +139,30 @@ class MpiBackend final : public Backend {
     o.count = count;
     o.dtype = dtype;
     o.reduce = op;
+    return submit(std::move(o));
+  }
+
+  std::unique_ptr<Work> reduceScatter(void* buf, std::size_t count, DType dtype,
+                                      ReduceOp op) override {
+    if (op == ReduceOp::kAvg && !isFloating(dtype)) {
+      throw DistError(std::string("reduce_scatter: AVG needs a floating dtype, got ") +
+                      toString(dtype));
+    }
+    Op o;
+    o.kind = Kind::kReduceScatter;
+    o.buf = buf;
+    o.count = count;
+    o.dtype = dtype;
+    o.reduce = op;
+    return submit(std::move(o));
+  }
+
+  std::unique_ptr<Work> allGatherPartitions(void* buf, std::size_t count, DType dtype) override {
+    Op o;
+    o.kind = Kind::kAllGatherPartitions;
+    o.buf = buf;
+    o.count = count;
+    o.dtype = dtype;
     return submit(std::move(o));
   }
 
@@ -351,7 +375,9 @@ class MpiBackend final : public Backend {
 
   void execute(const Op& op) {
     switch (op.kind) {
-      case Kind::kAllReduce: return ringAllReduce(op);
+      case Kind::kAllReduce: return ring(op, true, true);
+      case Kind::kReduceScatter: return ring(op, true, false);
+      case Kind::kAllGatherPartitions: return ring(op, false, true);
       case Kind::kBroadcast: return runBroadcast(op);
       case Kind::kAllGatherV:
       case Kind::kGatherV: return runGather(op);
@@ -364,59 +390,93 @@ class MpiBackend final : public Backend {
     }
   }
 
-  void ringAllReduce(const Op& op) {
-    if (op.count == 0) return;
+  // The ring, shared by all_reduce (reduce-scatter then all-gather), reduce_scatter and
+  // all_gather of partitions. Rank i's partition is partitionOf(count, n, i); the buffer is
+  // processed slice by slice, slice k being the k-th chunk of every partition, so each slice
+  // stays in cache. Half types are widened to float32 for the reduction and rounded once.
+  void ring(const Op& op, bool reduceScatter, bool allGather) {
+    if (op.count == 0 || size_ == 1) return;
+    const int n = size_;
     const bool half = op.dtype == DType::kBFloat16 || op.dtype == DType::kFloat16;
-    const DType wt = half ? DType::kFloat32 : op.dtype;  // working type
-    const std::size_t es = elementSize(wt);
-    const std::size_t sliceElems =
-        std::max<std::size_t>(static_cast<std::size_t>(size_), options_.sliceBytes / es);
-    const std::size_t maxSeg = sliceElems / static_cast<std::size_t>(size_) + 1;
-    if (scratch_.size() < maxSeg * es) scratch_.resize(maxSeg * es);
-    if (half && widened_.size() < sliceElems) widened_.resize(sliceElems);
-
-    for (std::size_t off = 0; off < op.count; off += sliceElems) {
-      const std::size_t len = std::min(sliceElems, op.count - off);
-      char* work;
-      if (half) {
-        detail::widenToFloat(static_cast<const std::uint16_t*>(op.buf) + off, widened_.data(),
-                             len, op.dtype);
-        work = reinterpret_cast<char*>(widened_.data());
-      } else {
-        work = static_cast<char*>(op.buf) + off * es;
+    const bool widen = half && reduceScatter;
+    const DType wt = widen ? DType::kFloat32 : op.dtype;  // working type
+    const std::size_t es = elementSize(wt), inEs = elementSize(op.dtype);
+    const std::size_t chunk = std::max<std::size_t>(1, options_.sliceBytes / es / n);
+    std::size_t maxPart = 0;
+    std::vector<std::size_t> start(n), part(n);
+    for (int i = 0; i < n; ++i) {
+      const auto [lo, hi] = partitionOf(op.count, n, i);
+      start[i] = lo;
+      part[i] = hi - lo;
+      maxPart = std::max(maxPart, part[i]);
+    }
+    if (reduceScatter && scratch_.size() < chunk * es) scratch_.resize(chunk * es);
+    if (widen && widened_.size() < chunk * n) widened_.resize(chunk * n);
+    std::vector<char*> seg(n);
+    std::vector<std::size_t> len(n);
+    char* base = static_cast<char*>(op.buf);
+    for (std::size_t k = 0; k * chunk < maxPart; ++k) {
+      for (int i = 0; i < n; ++i) {
+        const std::size_t off = std::min(k * chunk, part[i]);
+        len[i] = std::min(chunk, part[i] - off);
+        if (widen) {
+          float* w = widened_.data() + static_cast<std::size_t>(i) * chunk;
+          detail::widenToFloat(reinterpret_cast<const std::uint16_t*>(base + (start[i] + off) * inEs),
+                               w, len[i], op.dtype);
+          seg[i] = reinterpret_cast<char*>(w);
+        } else {
+          seg[i] = base + (start[i] + off) * inEs;
+        }
       }
-      if (size_ > 1) ringSlice(work, len, wt, op.reduce);
-      if (op.reduce == ReduceOp::kAvg && size_ > 1) detail::divideBy(work, len, wt, size_);
-      if (half) {
-        detail::narrowFromFloat(widened_.data(), static_cast<std::uint16_t*>(op.buf) + off, len,
-                                op.dtype);
+      if (reduceScatter) {
+        ringReduceScatter(seg, len, wt, op.reduce);
+        if (op.reduce == ReduceOp::kAvg) detail::divideBy(seg[rank_], len[rank_], wt, n);
+      }
+      if (allGather) ringAllGather(seg, len, es);
+      if (widen) {  // round once; after a bare reduce-scatter only our partition is defined
+        for (int i = 0; i < n; ++i) {
+          if (!allGather && i != rank_) continue;
+          const std::size_t off = std::min(k * chunk, part[i]);
+          detail::narrowFromFloat(reinterpret_cast<const float*>(seg[i]),
+                                  reinterpret_cast<std::uint16_t*>(base + (start[i] + off) * inEs),
+                                  len[i], op.dtype);
+        }
       }
     }
   }
 
-  void ringSlice(char* work, std::size_t len, DType wt, ReduceOp reduce) {
-    const std::size_t es = elementSize(wt);
+  // After n-1 steps rank r's segment r holds the reduction over all ranks.
+  void ringReduceScatter(const std::vector<char*>& seg, const std::vector<std::size_t>& len,
+                         DType wt, ReduceOp reduce) {
     const int n = size_;
+    const std::size_t es = elementSize(wt);
     const int next = (rank_ + 1) % n, prev = (rank_ - 1 + n) % n;
-    auto segStart = [&](int i) { return len * static_cast<std::size_t>(i) / n; };
-    auto segLen = [&](int i) { return segStart(i + 1) - segStart(i); };
     auto mod = [&](int v) { return ((v % n) + n) % n; };
     MPI_Request reqs[2];
-    for (int s = 0; s < n - 1; ++s) {  // reduce-scatter
-      const int si = mod(rank_ - s), ri = mod(rank_ - s - 1);
-      COHORT_MPI_CHECK(MPI_Irecv(scratch_.data(), static_cast<int>(segLen(ri) * es), MPI_BYTE,
-                                 prev, kDataTag, data_, &reqs[0]));
-      COHORT_MPI_CHECK(MPI_Isend(work + segStart(si) * es, static_cast<int>(segLen(si) * es),
-                                 MPI_BYTE, next, kDataTag, data_, &reqs[1]));
+    for (int s = 0; s < n - 1; ++s) {
+      const int si = mod(rank_ - s - 1), ri = mod(rank_ - s - 2);
+      COHORT_MPI_CHECK(MPI_Irecv(scratch_.data(), static_cast<int>(len[ri] * es), MPI_BYTE, prev,
+                                 kDataTag, data_, &reqs[0]));
+      COHORT_MPI_CHECK(MPI_Isend(seg[si], static_cast<int>(len[si] * es), MPI_BYTE, next,
+                                 kDataTag, data_, &reqs[1]));
       waitAll(reqs, 2);
-      detail::reduceInto(work + segStart(ri) * es, scratch_.data(), segLen(ri), wt, reduce);
+      detail::reduceInto(seg[ri], scratch_.data(), len[ri], wt, reduce);
     }
-    for (int s = 0; s < n - 1; ++s) {  // all-gather of the reduced segments
-      const int si = mod(rank_ + 1 - s), ri = mod(rank_ - s);
-      COHORT_MPI_CHECK(MPI_Irecv(work + segStart(ri) * es, static_cast<int>(segLen(ri) * es),
-                                 MPI_BYTE, prev, kDataTag, data_, &reqs[0]));
-      COHORT_MPI_CHECK(MPI_Isend(work + segStart(si) * es, static_cast<int>(segLen(si) * es),
-                                 MPI_BYTE, next, kDataTag, data_, &reqs[1]));
+  }
+
+  // Rank r's segment r goes to every rank.
+  void ringAllGather(const std::vector<char*>& seg, const std::vector<std::size_t>& len,
+                     std::size_t es) {
+    const int n = size_;
+    const int next = (rank_ + 1) % n, prev = (rank_ - 1 + n) % n;
+    auto mod = [&](int v) { return ((v % n) + n) % n; };
+    MPI_Request reqs[2];
+    for (int s = 0; s < n - 1; ++s) {
+      const int si = mod(rank_ - s), ri = mod(rank_ - s - 1);
+      COHORT_MPI_CHECK(MPI_Irecv(seg[ri], static_cast<int>(len[ri] * es), MPI_BYTE, prev,
+                                 kDataTag, data_, &reqs[0]));
+      COHORT_MPI_CHECK(MPI_Isend(seg[si], static_cast<int>(len[si] * es), MPI_BYTE, next,
+                                 kDataTag, data_, &reqs[1]));
       waitAll(reqs, 2);
     }
   }

@@ -181,6 +181,38 @@ class NcclBackend final : public Backend {
     });
   }
 
+  // Uneven partitions: one reduce per owner, fused in a group (ncclReduceScatter needs equal
+  // counts).
+  std::unique_ptr<Work> reduceScatter(void* buf, std::size_t count, DType dtype,
+                                      ReduceOp op) override {
+    detail::Signature sig = start(Kind::kReduceScatter, count, dtype, 0);
+    sig.reduce = op;
+    const std::size_t es = elementSize(dtype);
+    return launch(std::move(sig), [&] {
+      COHORT_NCCL_CHECK(ncclGroupStart());
+      for (int r = 0; r < size_; ++r) {
+        const auto [lo, hi] = partitionOf(count, size_, r);
+        char* p = static_cast<char*>(buf) + lo * es;
+        COHORT_NCCL_CHECK(ncclReduce(p, p, hi - lo, toNccl(dtype), toNccl(op), r, comm_, stream_));
+      }
+      COHORT_NCCL_CHECK(ncclGroupEnd());
+    });
+  }
+
+  std::unique_ptr<Work> allGatherPartitions(void* buf, std::size_t count, DType dtype) override {
+    detail::Signature sig = start(Kind::kAllGatherPartitions, count, dtype, 0);
+    const std::size_t es = elementSize(dtype);
+    return launch(std::move(sig), [&] {
+      COHORT_NCCL_CHECK(ncclGroupStart());
+      for (int r = 0; r < size_; ++r) {
+        const auto [lo, hi] = partitionOf(count, size_, r);
+        char* p = static_cast<char*>(buf) + lo * es;
+        COHORT_NCCL_CHECK(ncclBroadcast(p, p, hi - lo, toNccl(dtype), r, comm_, stream_));
+      }
+      COHORT_NCCL_CHECK(ncclGroupEnd());
+    });
+  }
+
   std::unique_ptr<Work> broadcast(void* buf, std::size_t count, DType dtype, int root) override {
     detail::Signature sig = start(Kind::kBroadcast, count, dtype, root);
     return launch(std::move(sig), [&] {

@@ -6,6 +6,7 @@
 
 #include "cohort/dist/batch_stats.h"
 #include "cohort/dist/error.h"
+#include "counting_backend.h"
 #include "test_util.h"
 
 namespace cohort::test {
@@ -62,58 +63,16 @@ TEST(UnitStepStats, SlotLayoutIsStable) {
   for (auto v : s.values) EXPECT_EQ(v, 0);
 }
 
-// Counts all-reduces so the test can prove "one collective per step".
-class CountingAllReduce : public dist::Backend {
- public:
-  explicit CountingAllReduce(std::unique_ptr<dist::Backend> inner) : inner_(std::move(inner)) {}
-  int rank() const override { return inner_->rank(); }
-  int size() const override { return inner_->size(); }
-  const char* name() const override { return inner_->name(); }
-  bool usesDeviceMemory() const override { return inner_->usesDeviceMemory(); }
-  std::unique_ptr<dist::Work> allReduce(void* b, std::size_t n, dist::DType t,
-                                        dist::ReduceOp op) override {
-    ++calls;
-    return inner_->allReduce(b, n, t, op);
-  }
-  std::unique_ptr<dist::Work> broadcast(void* b, std::size_t n, dist::DType t, int r) override {
-    ++calls;
-    return inner_->broadcast(b, n, t, r);
-  }
-  std::unique_ptr<dist::Work> allGatherV(const void* in, void* out,
-                                         const std::vector<std::size_t>& c,
-                                         dist::DType t) override {
-    ++calls;
-    return inner_->allGatherV(in, out, c, t);
-  }
-  std::unique_ptr<dist::Work> gatherV(const void* in, void* out,
-                                      const std::vector<std::size_t>& c, dist::DType t,
-                                      int r) override {
-    ++calls;
-    return inner_->gatherV(in, out, c, t, r);
-  }
-  std::unique_ptr<dist::Work> barrier() override {
-    ++calls;
-    return inner_->barrier();
-  }
-  void abort(const std::string& reason) override { inner_->abort(reason); }
-  std::atomic<int> calls{0};
-
- private:
-  std::unique_ptr<dist::Backend> inner_;
-};
-
 TEST(StepStats, OneCollectiveCarriesItemsAndStopFlag) {
-  dist::BackendOptions o;
-  o.timeoutSeconds = 60.0;
-  auto backend = std::make_unique<CountingAllReduce>(dist::makeMpiBackend(MPI_COMM_WORLD, o));
-  CountingAllReduce* counter = backend.get();
-  dist::Communicator comm(std::move(backend));
+  CountingBackend* counter = nullptr;
+  auto commPtr = countingComm(&counter);
+  dist::Communicator& comm = *commPtr;
   const int n = comm.size();
   // Unequal counts per rank; only the last rank asks to stop.
   const auto s = dist::reduceStepStats(comm, 10 * (comm.rank() + 1) + 1,
                                        comm.rank() == n - 1);
-  const bool one = counter->calls == 1;
-  EXPECT_TRUE(one) << counter->calls << " collectives";
+  const bool one = counter->total == 1;
+  EXPECT_TRUE(one) << counter->total << " collectives";
   EXPECT_EQ(s.numItems, 10 * n * (n + 1) / 2 + n);
   EXPECT_TRUE(s.stopRequested);
   EXPECT_EQ(s.ranksRequestingStop, 1);

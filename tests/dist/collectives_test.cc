@@ -173,3 +173,39 @@ TEST(Topology, MatchesMpi) {
 
 }  // namespace
 }  // namespace cohort::test
+
+namespace cohort::test {
+namespace {
+
+// reduce_scatter leaves each rank's partition reduced; all_gather_partitions then restores
+// the full all-reduce result. Sizes cover partitions of unequal and zero length and many
+// slices (4 KiB slice).
+class PartitionTest : public ::testing::TestWithParam<std::tuple<at::ScalarType, ReduceOp>> {};
+
+TEST_P(PartitionTest, ReduceScatterThenAllGatherEqualsAllReduce) {
+  const auto [type, op] = GetParam();
+  if (op == ReduceOp::kAvg && !at::isFloatingType(type)) GTEST_SKIP() << "AVG is float-only";
+  auto comm = worldComm(60.0, 4096);
+  bool ok = true;
+  for (int64_t n : {0, 1, 3, 1000, 25'013}) {
+    at::Tensor t = contribution(comm->rank(), n, type);
+    at::Tensor want = referenceReduce(comm->size(), n, type, op);
+    comm->reduceScatterAsync(t, op)->wait();
+    const auto [lo, hi] = dist::partitionOf(n, comm->size(), comm->rank());
+    const bool mine = at::equal(t.slice(0, lo, hi), want.slice(0, lo, hi));
+    comm->allGatherPartitionsAsync(t)->wait();
+    const bool all = at::equal(t, want);
+    EXPECT_TRUE(mine && all) << "n=" << n << " dtype=" << c10::toString(type)
+                             << " op=" << dist::toString(op) << " own=" << mine;
+    ok = ok && mine && all;
+  }
+  EXPECT_TRUE(allRanks(ok));
+}
+
+INSTANTIATE_TEST_SUITE_P(DTypesAndOps, PartitionTest,
+                         ::testing::Combine(::testing::ValuesIn(kAllTypes),
+                                            ::testing::Values(ReduceOp::kSum, ReduceOp::kMax,
+                                                              ReduceOp::kAvg)));
+
+}  // namespace
+}  // namespace cohort::test

@@ -17,6 +17,7 @@
 #include "cohort/dist/batch_stats.h"
 #include "cohort/dist/error.h"
 #include "cohort/dist/gradient_sync.h"
+#include "counting_backend.h"
 #include "test_util.h"
 
 namespace cohort::test {
@@ -48,49 +49,6 @@ double worstRelDiff(const std::vector<at::Tensor>& a, const std::vector<at::Tens
     worst = std::max(worst, relDiff(a[i], b[i]));
   }
   return worst;
-}
-
-// Counts the collectives that reach the backend, to prove what ran and what did not.
-class CountingBackend : public dist::Backend {
- public:
-  explicit CountingBackend(std::unique_ptr<dist::Backend> inner) : inner_(std::move(inner)) {}
-  int rank() const override { return inner_->rank(); }
-  int size() const override { return inner_->size(); }
-  const char* name() const override { return inner_->name(); }
-  bool usesDeviceMemory() const override { return inner_->usesDeviceMemory(); }
-  std::unique_ptr<dist::Work> allReduce(void* b, std::size_t n, dist::DType t,
-                                        ReduceOp op) override {
-    ++allReduces;
-    return inner_->allReduce(b, n, t, op);
-  }
-  std::unique_ptr<dist::Work> broadcast(void* b, std::size_t n, dist::DType t, int root) override {
-    return inner_->broadcast(b, n, t, root);
-  }
-  std::unique_ptr<dist::Work> allGatherV(const void* in, void* out,
-                                         const std::vector<std::size_t>& c,
-                                         dist::DType t) override {
-    return inner_->allGatherV(in, out, c, t);
-  }
-  std::unique_ptr<dist::Work> gatherV(const void* in, void* out,
-                                      const std::vector<std::size_t>& c, dist::DType t,
-                                      int root) override {
-    return inner_->gatherV(in, out, c, t, root);
-  }
-  std::unique_ptr<dist::Work> barrier() override { return inner_->barrier(); }
-  void abort(const std::string& reason) override { inner_->abort(reason); }
-
-  std::atomic<int> allReduces{0};
-
- private:
-  std::unique_ptr<dist::Backend> inner_;
-};
-
-std::unique_ptr<dist::Communicator> countingComm(CountingBackend** counter) {
-  dist::BackendOptions o;
-  o.timeoutSeconds = 60.0;
-  auto b = std::make_unique<CountingBackend>(dist::makeMpiBackend(MPI_COMM_WORLD, o));
-  *counter = b.get();
-  return std::make_unique<dist::Communicator>(std::move(b));
 }
 
 // y = x W^T + b, as a submodule so that names read "fc2.weight".

@@ -62,6 +62,14 @@ class Backend {
   // In place. kAvg requires a floating dtype. bf16/fp16 are accumulated in float32.
   virtual std::unique_ptr<Work> allReduce(void* buf, std::size_t count, DType dtype,
                                           ReduceOp op) = 0;
+  // In place. Afterwards rank r's partition (partitionOf(count, size, r)) holds the
+  // reduction over all ranks; the rest of buf is unspecified. (ZeRO-style updates: each rank
+  // updates its partition, then allGatherPartitions.)
+  virtual std::unique_ptr<Work> reduceScatter(void* buf, std::size_t count, DType dtype,
+                                              ReduceOp op) = 0;
+  // In place. Every rank's partition of buf is sent to every rank.
+  virtual std::unique_ptr<Work> allGatherPartitions(void* buf, std::size_t count,
+                                                    DType dtype) = 0;
   virtual std::unique_ptr<Work> broadcast(void* buf, std::size_t count, DType dtype,
                                           int root) = 0;
   // Rank r contributes counts[r] elements (counts identical on every rank); out receives

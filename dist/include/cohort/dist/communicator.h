@@ -36,6 +36,11 @@ class Communicator {
   // the tensor alive until it completes.
   std::unique_ptr<Work> allReduceAsync(const at::Tensor& tensor, ReduceOp op = ReduceOp::kSum);
   void allReduce(const at::Tensor& tensor, ReduceOp op = ReduceOp::kSum);
+  // In place on a contiguous tensor (flattened): afterwards this rank's partition
+  // (partitionOf(numel, size, rank)) holds the reduction; the rest is unspecified.
+  std::unique_ptr<Work> reduceScatterAsync(const at::Tensor& tensor, ReduceOp op = ReduceOp::kSum);
+  // In place: every rank's partition of the (flattened) tensor reaches every rank.
+  std::unique_ptr<Work> allGatherPartitionsAsync(const at::Tensor& tensor);
   // In place: every rank receives root's values (the same numel and dtype everywhere).
   void broadcast(const at::Tensor& tensor, int root = 0);
   // Same shape on every rank (checked; a mismatch names both shapes). Returns a tensor of

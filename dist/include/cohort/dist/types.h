@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 namespace cohort::dist {
 
@@ -25,6 +26,13 @@ inline std::size_t elementSize(DType t) {
     case DType::kUInt8: return 1;
   }
   return 0;
+}
+
+// The element range [first, second) of `count` elements that rank `rank` of `size` owns in
+// reduce_scatter / all_gather_partitions: contiguous, in rank order, sizes differ by <= 1.
+inline std::pair<std::size_t, std::size_t> partitionOf(std::size_t count, int size, int rank) {
+  const auto n = static_cast<std::size_t>(size), r = static_cast<std::size_t>(rank);
+  return {count * r / n, count * (r + 1) / n};
 }
 
 inline bool isFloating(DType t) {
