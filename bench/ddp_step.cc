@@ -1,7 +1,9 @@
 // One data-parallel training step of a ~25 M-parameter MLP (1024-2560x4-1024, batch 32 per
 // rank, AdamW), as Cohort runs it: GradientSync (buckets all-reduced while backward runs, or
 // after it with --overlap 0) and FusedAdamW over the flat buffers. Prints on rank 0:
-//   STEP cohort_overlap|cohort_no_overlap <world> <median step seconds>
+//   STEP cohort_overlap|cohort_no_overlap[_replicated] <world> <median step seconds>
+// By default the update is sharded (GradientSyncOptions::shardedUpdate); --sharded 0 runs
+// the replicated update (every rank updates every parameter, as DDP).
 // scripts/bench ddp_step runs it at world 1 and 2 next to PyTorch DDP (bench/ddp_step_pytorch.py).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -27,10 +29,11 @@
 int main(int argc, char** argv) {
   at::set_num_threads(1);
   auto rt = cohort::dist::init(&argc, &argv);
-  int steps = 10, overlap = 1;
+  int steps = 10, overlap = 1, sharded = 1;
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--steps") == 0) steps = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--overlap") == 0) overlap = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--sharded") == 0) sharded = std::atoi(argv[i + 1]);
   }
   std::vector<int64_t> dims;
   std::stringstream spec(std::getenv("DDP_BENCH_DIMS") ? std::getenv("DDP_BENCH_DIMS")
@@ -49,6 +52,7 @@ int main(int argc, char** argv) {
   cohort::dist::GradientSyncOptions so;
   so.op = cohort::dist::ReduceOp::kAvg;  // per-rank mean loss, as DDP
   so.overlap = overlap != 0;
+  so.shardedUpdate = sharded != 0;  // ZeRO-1 style: each rank updates 1/N of the parameters
   cohort::dist::GradientSync sync(*model, *comm, so);
   cohort::dist::AdamWOptions ao;
   ao.lr = 1e-4;
@@ -88,8 +92,9 @@ int main(int argc, char** argv) {
   if (rt->rank() == 0) {
     int64_t params = 0;
     for (const auto& p : model->parameters()) params += p.numel();
-    std::printf("STEP %s %d %.6f params=%lld buckets=%zu\n",
-                overlap ? "cohort_overlap" : "cohort_no_overlap", rt->worldSize(),
+    std::printf("STEP %s%s %d %.6f params=%lld buckets=%zu\n",
+                overlap ? "cohort_overlap" : "cohort_no_overlap", sharded ? "" : "_replicated",
+                rt->worldSize(),
                 times[times.size() / 2], static_cast<long long>(params), sync.numBuckets());
     std::printf("PHASES forward %.4f backward %.4f finish %.4f optimizer %.4f (mean s, rank 0)\n",
                 phases[0] / steps, phases[1] / steps, phases[2] / steps, phases[3] / steps);

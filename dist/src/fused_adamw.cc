@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "cohort/dist/error.h"
@@ -28,16 +29,17 @@ void adamwKernel(T* __restrict p, const T* __restrict g, T* __restrict m, T* __r
   }
 }
 
+// p and g are indexed from `off` (bucket offset), m and v from `momentOff` (owned range).
 template <typename T>
 void runSegment(const at::Tensor& p, const at::Tensor& g, const at::Tensor& m,
-                const at::Tensor& v, std::int64_t off, std::int64_t n, double lr, double wd,
-                const AdamWOptions& o, std::int64_t step) {
+                const at::Tensor& v, std::int64_t off, std::int64_t momentOff, std::int64_t n,
+                double lr, double wd, const AdamWOptions& o, std::int64_t step) {
   const double bc1 = 1.0 - std::pow(o.beta1, static_cast<double>(step));
   const double bc2 = 1.0 - std::pow(o.beta2, static_cast<double>(step));
   T* pp = p.data_ptr<T>() + off;
   const T* gp = g.data_ptr<T>() + off;
-  T* mp = m.data_ptr<T>() + off;
-  T* vp = v.data_ptr<T>() + off;
+  T* mp = m.data_ptr<T>() + momentOff;
+  T* vp = v.data_ptr<T>() + momentOff;
   at::parallel_for(0, n, 1 << 15, [&](std::int64_t begin, std::int64_t end) {
     adamwKernel<T>(pp + begin, gp + begin, mp + begin, vp + begin, end - begin,
                    static_cast<T>(1.0 - lr * wd), static_cast<T>(1.0 - o.beta1),
@@ -59,17 +61,25 @@ FusedAdamW::FusedAdamW(GradientSync& sync, AdamWOptions options,
   if (sync_.bucketParameters().size() != sync_.bucketGradients().size()) {
     throw ConfigError("FusedAdamW needs GradientSync with flatParameters = true");
   }
-  for (const auto& g : sync_.bucketGradients()) {
+  const auto& grads = sync_.bucketGradients();
+  for (std::size_t b = 0; b < grads.size(); ++b) {
+    const at::Tensor& g = grads[b];
     if (g.scalar_type() != at::kFloat && g.scalar_type() != at::kDouble) {
       throw ConfigError(std::string("FusedAdamW: parameters must be float32 or float64, got ") +
                         c10::toString(g.scalar_type()));
     }
-    expAvg_.push_back(at::zeros_like(g));
-    expAvgSq_.push_back(at::zeros_like(g));
+    const auto [lo, hi] = sync_.ownedRange(b);
+    expAvg_.push_back(at::zeros({hi - lo}, g.options()));
+    expAvgSq_.push_back(at::zeros({hi - lo}, g.options()));
   }
+  // Each parameter's slice of its bucket's owned range, grouped by bucket.
   for (const ParamSlot& s : sync_.paramSlots()) {
-    segments_.push_back({s.bucket, s.offset, s.numel, decay ? decay(s.name) : true});
+    const auto [lo, hi] = sync_.ownedRange(s.bucket);
+    const std::int64_t first = std::max(lo, s.offset), last = std::min(hi, s.offset + s.numel);
+    if (first < last) segments_.push_back({s.bucket, first, last - first, decay ? decay(s.name) : true});
   }
+  std::stable_sort(segments_.begin(), segments_.end(),
+                   [](const Segment& a, const Segment& b) { return a.bucket < b.bucket; });
 }
 
 void FusedAdamW::step(double lr) {
@@ -77,17 +87,24 @@ void FusedAdamW::step(double lr) {
   ++step_;
   const auto& params = sync_.bucketParameters();
   const auto& grads = sync_.bucketGradients();
-  for (const Segment& s : segments_) {
-    const double wd = s.decay ? options_.weightDecay : 0.0;
-    const at::Tensor& p = params[s.bucket];
-    if (p.scalar_type() == at::kFloat) {
-      runSegment<float>(p, grads[s.bucket], expAvg_[s.bucket], expAvgSq_[s.bucket], s.offset,
-                        s.numel, lr, wd, options_, step_);
-    } else {
-      runSegment<double>(p, grads[s.bucket], expAvg_[s.bucket], expAvgSq_[s.bucket], s.offset,
-                         s.numel, lr, wd, options_, step_);
+  std::size_t next = 0;
+  for (std::size_t b = 0; b < params.size(); ++b) {
+    const std::int64_t owned = sync_.ownedRange(b).first;
+    for (; next < segments_.size() && segments_[next].bucket == b; ++next) {
+      const Segment& s = segments_[next];
+      const double wd = s.decay ? options_.weightDecay : 0.0;
+      if (params[b].scalar_type() == at::kFloat) {
+        runSegment<float>(params[b], grads[b], expAvg_[b], expAvgSq_[b], s.offset,
+                          s.offset - owned, s.numel, lr, wd, options_, step_);
+      } else {
+        runSegment<double>(params[b], grads[b], expAvg_[b], expAvgSq_[b], s.offset,
+                           s.offset - owned, s.numel, lr, wd, options_, step_);
+      }
     }
+    // Sharded: this bucket travels while the next one is updated.
+    sync_.launchParameterGather(b);
   }
+  sync_.finishParameterGather();
 }
 
 }  // namespace cohort::dist

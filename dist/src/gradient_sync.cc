@@ -107,6 +107,9 @@ class GradientSync::Impl {
 
   Impl(torch::nn::Module& module, Communicator& comm, GradientSyncOptions options)
       : comm_(comm), options_(std::move(options)) {
+    if (options_.shardedUpdate && !options_.flatParameters) {
+      throw ConfigError("GradientSyncOptions::shardedUpdate needs flatParameters = true");
+    }
     if (options_.op != ReduceOp::kSum && options_.op != ReduceOp::kAvg) {
       throw ConfigError(std::string("GradientSyncOptions::op must be sum or avg, got ") +
                         toString(options_.op));
@@ -187,10 +190,26 @@ class GradientSync::Impl {
     }
     std::vector<std::size_t> flagged;
     if (!error && !buckets_.empty()) {
-      // One host read of all flags (one device sync on CUDA).
-      std::vector<at::Tensor> flags;
-      for (auto& b : buckets_) flags.push_back(b.flag.to(at::kDouble));
-      at::Tensor f = at::cat(flags).cpu();
+      at::Tensor f;
+      if (options_.shardedUpdate) {
+        // The reduce-scatter leaves no in-band flag on every rank: agree with one tiny sum.
+        f = at::zeros({static_cast<std::int64_t>(buckets_.size())}, at::kDouble);
+        for (std::size_t k = 0; k < buckets_.size(); ++k) {
+          f[static_cast<std::int64_t>(k)] = buckets_[k].localUnused ? 1.0 : 0.0;
+        }
+        f = f.to(buckets_.front().buffer.device());
+        try {
+          comm_.allReduce(f);
+        } catch (...) {
+          if (!error) error = std::current_exception();
+        }
+        f = f.cpu();
+      } else {
+        // One host read of all flags (one device sync on CUDA).
+        std::vector<at::Tensor> flags;
+        for (auto& b : buckets_) flags.push_back(b.flag.to(at::kDouble));
+        f = at::cat(flags).cpu();
+      }
       for (std::size_t k = 0; k < buckets_.size(); ++k) {
         if (f[static_cast<std::int64_t>(k)].item<double>() != 0.0) flagged.push_back(k);
       }
@@ -244,6 +263,31 @@ class GradientSync::Impl {
   const GradientSyncOptions& options() const { return options_; }
   const std::vector<at::Tensor>& bucketGradients() const { return bucketGrads_; }
   const std::vector<at::Tensor>& bucketParameters() const { return bucketParams_; }
+
+  std::pair<std::int64_t, std::int64_t> ownedRange(std::size_t bucket) const {
+    const std::int64_t numel = buckets_.at(bucket).grads.numel();
+    if (!options_.shardedUpdate) return {0, numel};
+    const auto [lo, hi] = partitionOf(static_cast<std::size_t>(numel), comm_.size(), comm_.rank());
+    return {static_cast<std::int64_t>(lo), static_cast<std::int64_t>(hi)};
+  }
+
+  void launchParameterGather(std::size_t bucket) {
+    if (!options_.shardedUpdate) return;
+    gathers_.push_back(comm_.allGatherPartitionsAsync(bucketParams_.at(bucket)));
+  }
+
+  void finishParameterGather() {
+    std::exception_ptr error;
+    for (auto& w : gathers_) {
+      try {
+        w->wait();
+      } catch (...) {
+        if (!error) error = std::current_exception();
+      }
+    }
+    gathers_.clear();
+    if (error) std::rethrow_exception(error);
+  }
   const std::vector<ParamSlot>& slots() const { return slots_; }
   std::size_t numBuckets() const { return buckets_.size(); }
 
@@ -411,9 +455,13 @@ class GradientSync::Impl {
   void launchReadyBuckets() {
     while (nextLaunch_ < buckets_.size() && buckets_[nextLaunch_].pending == 0) {
       Bucket& b = buckets_[nextLaunch_++];
-      b.flag.fill_(b.localUnused ? 1 : 0);
       b.launchTime = Clock::now();
-      b.work = comm_.allReduceAsync(b.buffer, options_.op);
+      if (options_.shardedUpdate) {
+        b.work = comm_.reduceScatterAsync(b.grads, options_.op);
+      } else {
+        b.flag.fill_(b.localUnused ? 1 : 0);
+        b.work = comm_.allReduceAsync(b.buffer, options_.op);
+      }
     }
   }
 
@@ -438,6 +486,7 @@ class GradientSync::Impl {
   std::vector<Bucket> buckets_;
   std::vector<at::Tensor> bucketGrads_;
   std::vector<at::Tensor> bucketParams_;
+  std::vector<std::unique_ptr<Work>> gathers_;  // parameter all-gathers in flight
   std::vector<ParamSlot> slots_;
 
   mutable std::mutex mu_;  // hooks may run on autograd worker threads
@@ -482,6 +531,16 @@ const std::vector<ParamSlot>& GradientSync::paramSlots() const { return impl_->s
 const std::vector<at::Tensor>& GradientSync::bucketParameters() const {
   return impl_->bucketParameters();
 }
+
+std::pair<std::int64_t, std::int64_t> GradientSync::ownedRange(std::size_t bucket) const {
+  return impl_->ownedRange(bucket);
+}
+
+void GradientSync::launchParameterGather(std::size_t bucket) {
+  impl_->launchParameterGather(bucket);
+}
+
+void GradientSync::finishParameterGather() { impl_->finishParameterGather(); }
 
 std::vector<std::chrono::steady_clock::time_point> GradientSync::lastLaunchTimes() const {
   return impl_->launchTimes();

@@ -25,8 +25,10 @@ struct AdamWOptions {
 };
 
 // Borrows `sync` (which must outlive it and have flatParameters on). Owns the moment
-// buffers (exp_avg, exp_avg_sq: flat, one pair per bucket) and the step count.
-// Not collective and not thread-safe; step() uses torch's intra-op thread pool.
+// buffers (exp_avg, exp_avg_sq: flat, one pair per bucket, covering the bucket's owned range)
+// and the step count. With GradientSync::shardedUpdate, step() updates only this rank's
+// partitions and all-gathers the parameters, so it is COLLECTIVE; otherwise it is local.
+// Not thread-safe; step() uses torch's intra-op thread pool.
 class FusedAdamW {
  public:
   // `decay(name)` says whether weight decay applies to a parameter (HF: not to biases and
@@ -40,7 +42,7 @@ class FusedAdamW {
 
   std::int64_t stepCount() const { return step_; }
   const AdamWOptions& options() const { return options_; }
-  // Moment buffers, one per bucket (for checkpoints).
+  // Moment buffers, one per bucket, covering GradientSync::ownedRange (for checkpoints).
   const std::vector<at::Tensor>& expAvg() const { return expAvg_; }
   const std::vector<at::Tensor>& expAvgSq() const { return expAvgSq_; }
 

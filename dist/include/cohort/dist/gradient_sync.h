@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cohort/dist/communicator.h"
@@ -63,6 +64,12 @@ struct GradientSyncOptions {
   // in one pass over contiguous memory (FusedAdamW). Moving the module to another device
   // afterwards (Module::to) undoes this: create GradientSync after placing the model.
   bool flatParameters = true;
+  // ZeRO-1 style: buckets are reduce-SCATTERED instead of all-reduced, each rank updates only
+  // its partition of every bucket (ownedRange) with optimizer state for that partition only,
+  // then the parameters are all-gathered (launchParameterGather). Per-rank optimizer work and
+  // memory fall by the world size and the result is bit-identical to the replicated update.
+  // After finish(), .grad() holds the reduced gradient only inside ownedRange.
+  bool shardedUpdate = false;
 };
 
 // Where one parameter's gradient lives.
@@ -136,6 +143,14 @@ class GradientSync {
   // Flat parameter buffer of each bucket (same layout as bucketGradients(); empty when
   // flatParameters is false).
   const std::vector<at::Tensor>& bucketParameters() const;
+  // The element range [first, second) of a bucket that this rank updates: its partition with
+  // shardedUpdate, the whole bucket otherwise.
+  std::pair<std::int64_t, std::int64_t> ownedRange(std::size_t bucket) const;
+  // COLLECTIVE (shardedUpdate; no-ops otherwise): after updating a bucket's owned range,
+  // start sending it to every rank; finishParameterGather() waits for all of them and must
+  // run before the next forward.
+  void launchParameterGather(std::size_t bucket);
+  void finishParameterGather();
   // One entry per parameter that requires grad, in registration order.
   const std::vector<ParamSlot>& paramSlots() const;
   // steady_clock time at which each bucket's all-reduce was last launched (a default
