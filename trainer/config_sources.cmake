@@ -1,1 +1,4 @@
 # Sources of the trainer's config area: list(APPEND COHORT_TRAINER_SOURCES ...)
+# TrainingArguments (message + loading, CLI overrides, validation): docs/training-arguments.md
+list(APPEND COHORT_TRAINER_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/src/training_args.cc)
+list(APPEND COHORT_TRAINER_PROTOS ${CMAKE_CURRENT_SOURCE_DIR}/proto/training_args.proto)

@@ -1,1 +1,2 @@
 # Test files of the trainer's report area: list(APPEND COHORT_TRAINER_TEST_SOURCES ...)
+list(APPEND COHORT_TRAINER_TEST_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/reporting_test.cc)
