@@ -1,1 +1,6 @@
-# Sources of the trainer's loop area: list(APPEND COHORT_TRAINER_SOURCES ...)
+# Sources of the trainer's loop area: data loading, schedules, NEFTune, the Trainer.
+list(APPEND COHORT_TRAINER_SOURCES
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/data.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/neftune.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/schedule.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/trainer.cc)

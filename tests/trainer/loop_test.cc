@@ -1,0 +1,260 @@
+// The trainer's loop area: schedules, the global batch plan, the data loader's workers,
+// NEFTune, logging cadence and values.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "cohort/dist/error.h"
+#include "cohort/trainer/data.h"
+#include "cohort/trainer/neftune.h"
+#include "cohort/trainer/schedule.h"
+#include "cohort/trainer/trainer.h"
+#include "cohort/trainer/training_args.h"
+#include "lm_model.h"
+#include "test_util.h"
+
+namespace cohort::test {
+namespace {
+
+using namespace cohort::trainer;
+
+TEST(UnitSchedule, ShapesMatchHuggingFace) {
+  // 10 steps, 2 warmup.
+  EXPECT_DOUBLE_EQ(lrMultiplier("linear", 0, 2, 10), 0.0);
+  EXPECT_DOUBLE_EQ(lrMultiplier("linear", 1, 2, 10), 0.5);
+  EXPECT_DOUBLE_EQ(lrMultiplier("linear", 2, 2, 10), 1.0);
+  EXPECT_DOUBLE_EQ(lrMultiplier("linear", 6, 2, 10), 0.5);
+  EXPECT_DOUBLE_EQ(lrMultiplier("linear", 10, 2, 10), 0.0);
+  EXPECT_DOUBLE_EQ(lrMultiplier("cosine", 2, 2, 10), 1.0);
+  EXPECT_NEAR(lrMultiplier("cosine", 6, 2, 10), 0.5, 1e-12);
+  EXPECT_NEAR(lrMultiplier("cosine", 10, 2, 10), 0.0, 1e-12);
+  EXPECT_DOUBLE_EQ(lrMultiplier("constant", 0, 2, 10), 1.0);
+  EXPECT_DOUBLE_EQ(lrMultiplier("constant_with_warmup", 1, 2, 10), 0.5);
+  EXPECT_DOUBLE_EQ(lrMultiplier("constant_with_warmup", 9, 2, 10), 1.0);
+  EXPECT_THROW(lrMultiplier("triangle", 0, 2, 10), ConfigError);
+  EXPECT_EQ(warmupStepsFor(0, 0.1, 95), 10);
+  EXPECT_EQ(warmupStepsFor(3, 0.5, 95), 3);
+}
+
+// Every sample of an epoch is used exactly once per epoch, whatever the world size, and the
+// samples of global step k are the same set at every world size.
+TEST(UnitPlan, GlobalStepsDoNotDependOnWorldSize) {
+  const std::int64_t n = 103;
+  std::vector<std::set<std::int64_t>> reference;
+  for (auto [world, perDevice, accum] : std::vector<std::tuple<int, int, int>>{
+           {1, 12, 1}, {2, 3, 2}, {3, 4, 1}, {4, 1, 3}}) {
+    GlobalBatchPlan plan(n, perDevice, world, accum, false, 5, true);
+    ASSERT_EQ(plan.globalBatch(), 12);
+    ASSERT_EQ(plan.stepsPerEpoch(), 9);
+    const auto order = plan.epochOrder(1);
+    std::vector<std::set<std::int64_t>> steps;
+    std::multiset<std::int64_t> seen;
+    for (std::int64_t s = 0; s < plan.stepsPerEpoch(); ++s) {
+      std::set<std::int64_t> step;
+      for (int r = 0; r < world; ++r)
+        for (int m = 0; m < accum; ++m)
+          for (auto i : plan.microIndices(order, s, r, m)) step.insert(i), seen.insert(i);
+      EXPECT_EQ(static_cast<std::int64_t>(step.size()), plan.samplesInStep(s));
+      steps.push_back(step);
+    }
+    EXPECT_EQ(seen.size(), static_cast<std::size_t>(n));           // no duplicates
+    EXPECT_EQ(std::set<std::int64_t>(seen.begin(), seen.end()).size(), static_cast<std::size_t>(n));
+    if (reference.empty()) reference = steps;
+    EXPECT_EQ(steps, reference) << "world " << world;
+  }
+  GlobalBatchPlan dropLast(n, 12, 1, 1, true, 5, true);
+  EXPECT_EQ(dropLast.stepsPerEpoch(), 8);
+  // Epochs are shuffled differently; data_seed changes the order.
+  GlobalBatchPlan p(n, 12, 1, 1, false, 5, true), q(n, 12, 1, 1, false, 6, true);
+  EXPECT_NE(p.epochOrder(0), p.epochOrder(1));
+  EXPECT_NE(p.epochOrder(0), q.epochOrder(0));
+}
+
+class CountingDataset : public Dataset {
+ public:
+  explicit CountingDataset(std::int64_t n) : n_(n) {}
+  std::int64_t size() const override { return n_; }
+  Sample get(std::int64_t i) const override {
+    return {at::full({3}, static_cast<double>(i), at::kDouble), at::full({1}, i, at::kLong)};
+  }
+
+ private:
+  std::int64_t n_;
+};
+
+std::vector<std::vector<double>> drain(DataLoader& loader, int steps) {
+  std::vector<std::vector<double>> out;
+  for (int s = 0; s < steps; ++s) {
+    std::vector<double> ids;
+    for (const auto& b : loader.next().micro) {
+      for (std::int64_t i = 0; i < b.size; ++i) ids.push_back(b.input[i][0].item<double>());
+    }
+    out.push_back(ids);
+  }
+  return out;
+}
+
+TEST(UnitDataLoader, WorkersAndPrefetchDeliverTheSameBatches) {
+  auto data = std::make_shared<CountingDataset>(50);
+  GlobalBatchPlan plan(50, 4, 2, 2, false, 3, true);  // rank 1 of 2
+  DataLoader sync(data, nullptr, plan, 1, 0, 2, false);
+  const auto want = drain(sync, 9);  // crosses the epoch boundary (4 steps per epoch)
+  for (bool persistent : {false, true}) {
+    DataLoader threaded(data, nullptr, plan, 1, 3, 2, persistent);
+    EXPECT_EQ(drain(threaded, 9), want) << "persistent " << persistent;
+    // Persistent workers are started once; others once per epoch.
+    EXPECT_EQ(threaded.threadsStarted(), persistent ? 3 : 9);
+  }
+  DataLoader seeking(data, nullptr, plan, 1, 2, 1, true);
+  seeking.seek(1, 2);
+  EXPECT_EQ(drain(seeking, 3), std::vector<std::vector<double>>(want.begin() + 6, want.begin() + 9));
+}
+
+TEST(UnitNeftune, NoiseOnlyInTrainingAndRemovedAfterAnException) {
+  at::manual_seed(0);
+  NoisyEmbedding emb(10, 8);
+  at::Tensor ids = at::arange(6, at::kLong).reshape({1, 6});
+  at::Tensor clean = emb->forward(ids).detach();
+  {
+    NeftuneScope scope(emb.get(), 5.0);
+    emb->train();
+    at::Tensor noisy = emb->forward(ids).detach();
+    const double bound = 5.0 / std::sqrt(6.0 * 8.0);
+    EXPECT_GT((noisy - clean).abs().max().item<double>(), 0.0);
+    EXPECT_LE((noisy - clean).abs().max().item<double>(), bound + 1e-6);
+    emb->eval();
+    EXPECT_TRUE(at::equal(emb->forward(ids), clean));
+    emb->train();
+  }
+  EXPECT_TRUE(at::equal(emb->forward(ids), clean));
+  try {
+    NeftuneScope scope(emb.get(), 5.0);
+    throw std::runtime_error("bad batch");
+  } catch (const std::runtime_error&) {
+  }
+  EXPECT_EQ(emb->neftuneAlpha(), 0.0);
+  EXPECT_TRUE(at::equal(emb->forward(ids), clean));
+}
+
+// A tiny regression model for loop tests.
+struct Linear1 : torch::nn::Module {
+  Linear1() { w = register_parameter("w", at::zeros({3, 1}, at::kDouble)); }
+  at::Tensor w;
+};
+
+TrainingArguments quickArgs(const std::string& dir) {
+  TrainingArguments a;
+  a.set_output_dir(dir);
+  a.set_per_device_train_batch_size(2);
+  a.set_max_steps(10);
+  a.set_learning_rate(0.1);
+  a.set_save_strategy("no");
+  a.add_report_to("jsonl");
+  return a;
+}
+
+TrainerParts quickParts(std::shared_ptr<Linear1> m, std::shared_ptr<const Dataset> data) {
+  TrainerParts p;
+  p.model = m;
+  p.forward = [m](const Batch& b) { return ModelOutput{at::matmul(b.input, m->w), {}}; };
+  p.trainDataset = std::move(data);
+  // Regression: mean squared error over the global number of samples.
+  p.computeLoss = [](const ModelOutput& o, const at::Tensor& labels, std::int64_t n) {
+    return (o.logits.squeeze(-1) - labels.select(-1, 0).to(at::kDouble)).pow(2).sum() /
+           static_cast<double>(n);
+  };
+  return p;
+}
+
+// Logging cadence (logging_steps, logging_first_step, epoch strategy) and values: the logged
+// loss is the mean over the interval of the global step losses, on every rank the same.
+TEST(TrainerLogging, CadenceAndValues) {
+  auto comm = worldComm();
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           ("cohort_logging_" + std::to_string(comm->size())))
+                              .string();
+  if (comm->rank() == 0) std::filesystem::remove_all(dir);
+  comm->barrier();
+  auto data = std::make_shared<CountingDataset>(8 * comm->size());
+  TrainingArguments a = quickArgs(dir);
+  a.set_logging_steps(4);
+  a.set_logging_first_step(true);
+  Trainer t(a, *comm, quickParts(std::make_shared<Linear1>(), data));
+  t.train();
+  std::vector<std::int64_t> steps;
+  for (const auto& e : t.state().logHistory) {
+    if (e.values.contains("loss")) steps.push_back(e.step);
+  }
+  EXPECT_EQ(steps, (std::vector<std::int64_t>{1, 4, 8}));
+  const auto& first = t.state().logHistory.front();
+  for (const char* key : {"loss", "grad_norm", "learning_rate", "samples_per_second",
+                          "tokens_per_second"}) {
+    EXPECT_TRUE(first.values.contains(key)) << key;
+  }
+  // Linear decay from 0.1 over 10 steps: after step 4, 0.1 * 6 / 10.
+  EXPECT_NEAR(t.state().logHistory[1].values.at("learning_rate"), 0.06, 1e-12);
+  const auto& last = t.state().logHistory.back();
+  EXPECT_TRUE(last.values.contains("train_runtime"));
+  EXPECT_EQ(last.step, 10);
+  // Epoch strategy: one entry per epoch (8 samples per rank, batch 2 -> 4 steps per epoch).
+  TrainingArguments e = quickArgs(dir + "_epoch");
+  e.set_logging_strategy("epoch");
+  e.set_max_steps(8);
+  Trainer te(e, *comm, quickParts(std::make_shared<Linear1>(), data));
+  te.train();
+  std::vector<std::int64_t> epochSteps;
+  for (const auto& x : te.state().logHistory) {
+    if (x.values.contains("loss")) epochSteps.push_back(x.step);
+  }
+  EXPECT_EQ(epochSteps, (std::vector<std::int64_t>{4, 8}));
+  // The jsonl file on rank 0 has every entry.
+  if (comm->rank() == 0) {
+    std::ifstream f(dir + "/log_history.jsonl");
+    std::string line;
+    int lines = 0;
+    while (std::getline(f, line)) ++lines;
+    EXPECT_EQ(lines, static_cast<int>(t.state().logHistory.size()));
+  }
+  // The logged losses agree across ranks.
+  at::Tensor l = at::tensor({t.state().logHistory[1].values.at("loss")}, at::kDouble);
+  at::Tensor all = comm->allGather(l);
+  EXPECT_TRUE(allRanks((all - l).abs().max().item<double>() == 0.0));
+}
+
+// grad_norm is the norm of the GLOBAL gradient before clipping (as HF logs it), checked
+// against a single-process computation of the first global batch's gradient.
+TEST(TrainerClipping, LoggedNormIsGlobalAndPreClip) {
+  auto comm = worldComm();
+  auto data = std::make_shared<CountingDataset>(4 * comm->size());
+  TrainingArguments a = quickArgs((std::filesystem::temp_directory_path() / "cohort_clip").string());
+  a.set_max_steps(1);
+  a.set_logging_steps(1);
+  a.clear_report_to();
+  a.add_report_to("none");
+  a.set_max_grad_norm(1e-3);
+  auto m = std::make_shared<Linear1>();
+  Trainer t(a, *comm, quickParts(m, data));
+  t.train();
+  // Single-process reference gradient of the first global batch at w = 0.
+  GlobalBatchPlan plan(data->size(), 2, comm->size(), 1, false, 42, true);
+  const auto order = plan.epochOrder(0);
+  at::Tensor g = at::zeros({3}, at::kDouble);
+  const std::int64_t n = plan.samplesInStep(0);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double v = static_cast<double>(order[static_cast<std::size_t>(i)]);
+    g += at::full({3}, v, at::kDouble) * (-2.0 * v) / static_cast<double>(n);
+  }
+  const double want = g.norm().item<double>();
+  const double got = t.state().logHistory.front().values.at("grad_norm");
+  EXPECT_NEAR(got, want, 1e-9 * want);
+  // First AdamW step moves each weight by ~lr (sign of the clipped gradient, up to eps).
+  EXPECT_NEAR(m->w.abs().max().item<double>(), 0.1, 1e-5);
+  EXPECT_TRUE(allRanks(std::abs(got - want) <= 1e-9 * want));
+}
+
+}  // namespace
+}  // namespace cohort::test

@@ -1,0 +1,136 @@
+// The Trainer: Hugging Face Trainer semantics on N ranks, with the exactness of the
+// data-parallel core. Every optimizer step:
+//   1. the data loader yields this rank's gradient_accumulation_steps micro-batches of the
+//      GLOBAL batch (data.h);
+//   2. the prediction targets of all of them are counted and ONE all-reduce (StepStats) gives
+//      num_items_in_batch for the whole step, all ranks (and carries the stop flag);
+//   3. forward/backward per micro-batch with loss = compute_loss(outputs, labels,
+//      num_items_in_batch) (default: sum of token cross-entropies / num_items), gradients
+//      reduce-scattered bucket by bucket while the last backward runs (GradientSync);
+//   4. global gradient norm clipping, FusedAdamW on this rank's partition, parameters
+//      all-gathered; scheduler, logging, callbacks.
+// After step k the parameters equal those of ONE process training on the concatenated global
+// batch, for any world size and accumulation split with the same global batch.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cohort/dist/communicator.h"
+#include "cohort/trainer/data.h"
+#include "cohort/trainer/reporting.h"
+#include "training_args.pb.h"
+
+namespace torch::nn {
+class Module;
+}
+
+namespace cohort::trainer {
+
+class NoisyEmbeddingImpl;
+
+struct ModelOutput {
+  at::Tensor logits;
+  at::Tensor loss;  // undefined unless the model computes its own
+};
+
+// Runs the model on a (non-empty) batch.
+using ForwardFn = std::function<ModelOutput(const Batch&)>;
+// The user owns normalisation: the returned losses, summed over micro-batches and ranks, are
+// the step's loss. numItemsInBatch is GLOBAL (all ranks, all micro-batches of the step).
+using ComputeLossFn = std::function<at::Tensor(const ModelOutput&, const at::Tensor& labels,
+                                               std::int64_t numItemsInBatch)>;
+
+struct TrainerState {
+  std::int64_t globalStep = 0;
+  double epoch = 0.0;
+  std::int64_t maxSteps = 0;
+  std::int64_t stepsPerEpoch = 0;
+  std::int64_t consumedSamples = 0;  // global samples consumed by completed steps
+  std::vector<LogEntry> logHistory;
+};
+
+// Set by callbacks to steer the loop (HF's TrainerControl).
+struct TrainerControl {
+  bool shouldStop = false;
+  bool shouldLog = false;
+  bool shouldEvaluate = false;
+  bool shouldSave = false;
+};
+
+// Hooks called on EVERY rank at the same points (keep them deterministic across ranks when
+// they set control flags). Default: nothing.
+class TrainerCallback {
+ public:
+  virtual ~TrainerCallback() = default;
+  virtual void onTrainBegin(const TrainerState&, TrainerControl&) {}
+  virtual void onStepEnd(const TrainerState&, TrainerControl&) {}
+  virtual void onLog(const TrainerState&, TrainerControl&, const LogEntry&) {}
+  virtual void onEvaluate(const TrainerState&, TrainerControl&,
+                          const std::map<std::string, double>&) {}
+  virtual void onSave(const TrainerState&, TrainerControl&) {}
+  virtual void onTrainEnd(const TrainerState&, TrainerControl&) {}
+};
+
+// What the user brings.
+struct TrainerParts {
+  std::shared_ptr<torch::nn::Module> model;
+  ForwardFn forward;
+  std::shared_ptr<const Dataset> trainDataset;
+  std::shared_ptr<const Dataset> evalDataset;  // optional
+  Collator collator;                           // default: defaultCollate
+  ComputeLossFn computeLoss;                   // default: token mean over the global count
+  // Causal LM: the model at position t predicts labels[t + 1] (HF shifts inside the model):
+  // targets are labels[..., 1:], logits[..., :-1, :].
+  bool shiftLabels = false;
+  // NEFTune target (neftune_noise_alpha > 0); borrowed, must outlive the Trainer.
+  NoisyEmbeddingImpl* neftuneEmbedding = nullptr;
+  std::vector<std::shared_ptr<TrainerCallback>> callbacks;
+  // Each rank updates 1/world of the parameters (ZeRO-1 style; same result, less optimizer
+  // time and memory). false: every rank updates everything, as DDP.
+  bool shardedUpdate = true;
+  // Decay applies to a parameter iff this returns true. Default (HF): not to biases and
+  // normalisation weights (names containing "bias", "norm" or "ln").
+  std::function<bool(const std::string&)> decayParameter;
+};
+
+struct TrainOutput {
+  std::int64_t globalStep = 0;
+  double trainingLoss = 0.0;              // mean of the step losses
+  std::map<std::string, double> metrics;  // train_runtime, train_samples_per_second, ...
+};
+
+// Owns its optimizer, data loader and reporters; borrows `comm` (must outlive it).
+// train() is COLLECTIVE. Not thread-safe.
+class Trainer {
+ public:
+  // Validates args (ConfigError naming the field) before any collective.
+  Trainer(TrainingArguments args, dist::Communicator& comm, TrainerParts parts);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  TrainOutput train();
+  const TrainerState& state() const { return state_; }
+  const TrainingArguments& args() const { return args_; }
+
+ private:
+  struct Impl;
+  TrainingArguments args_;
+  dist::Communicator& comm_;
+  TrainerParts parts_;
+  TrainerState state_;
+  std::vector<std::unique_ptr<Reporter>> reporters_;
+};
+
+// The default loss: sum of token cross-entropies over targets != -100 divided by the global
+// number of targets (numItemsInBatch). With shiftLabels, logits[..., :-1] vs labels[..., 1:].
+at::Tensor tokenMeanLoss(const ModelOutput& out, const at::Tensor& labels,
+                         std::int64_t numItemsInBatch, bool shiftLabels);
+
+}  // namespace cohort::trainer

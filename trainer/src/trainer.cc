@@ -1,0 +1,252 @@
+#include "cohort/trainer/trainer.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "cohort/dist/batch_stats.h"
+#include "cohort/dist/error.h"
+#include "cohort/dist/fused_adamw.h"
+#include "cohort/dist/gradient_sync.h"
+#include "cohort/dist/log.h"
+#include "cohort/trainer/neftune.h"
+#include "cohort/trainer/schedule.h"
+#include "cohort/trainer/training_args.h"
+
+namespace cohort::trainer {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+bool defaultDecay(const std::string& name) {
+  return name.find("bias") == std::string::npos && name.find("norm") == std::string::npos &&
+         name.find("ln") == std::string::npos;
+}
+
+}  // namespace
+
+at::Tensor tokenMeanLoss(const ModelOutput& out, const at::Tensor& labels,
+                         std::int64_t numItemsInBatch, bool shiftLabels) {
+  at::Tensor logits = out.logits;
+  at::Tensor target = labels;
+  if (shiftLabels) {
+    logits = logits.narrow(-2, 0, logits.size(-2) - 1);
+    target = target.narrow(-1, 1, target.size(-1) - 1);
+  }
+  at::Tensor flatLogits = logits.reshape({-1, logits.size(-1)});
+  at::Tensor sum = at::cross_entropy_loss(flatLogits, target.reshape({-1}), {},
+                                          at::Reduction::Sum, /*ignore_index=*/-100);
+  return sum / static_cast<double>(std::max<std::int64_t>(1, numItemsInBatch));
+}
+
+Trainer::Trainer(TrainingArguments args, dist::Communicator& comm, TrainerParts parts)
+    : args_(std::move(args)), comm_(comm), parts_(std::move(parts)) {
+  ValidationContext ctx;
+  ctx.hasTrainDataset = parts_.trainDataset != nullptr;
+  ctx.hasEvalDataset = parts_.evalDataset != nullptr;
+  logWarnings(validate(args_, ctx), comm_.rank());
+  if (!parts_.model || !parts_.forward) {
+    throw ConfigError("Trainer: a model and a forward function are required");
+  }
+  if (args_.optim() != "adamw_torch") {
+    throw ConfigError("optim '" + args_.optim() + "' is not implemented yet (use adamw_torch)");
+  }
+  if (args_.has_neftune_noise_alpha() && args_.neftune_noise_alpha() > 0 &&
+      parts_.neftuneEmbedding == nullptr) {
+    throw ConfigError("neftune_noise_alpha is set but the model has no NoisyEmbedding "
+                      "(TrainerParts::neftuneEmbedding)");
+  }
+  if (!parts_.computeLoss) {
+    const bool shift = parts_.shiftLabels;
+    parts_.computeLoss = [shift](const ModelOutput& o, const at::Tensor& labels, std::int64_t n) {
+      return tokenMeanLoss(o, labels, n, shift);
+    };
+  }
+  if (!parts_.decayParameter) parts_.decayParameter = defaultDecay;
+  if (comm_.rank() == 0) {
+    ReporterConfig cfg;
+    cfg.outputDir = args_.output_dir();
+    if (args_.has_logging_dir()) cfg.loggingDir = args_.logging_dir();
+    std::filesystem::create_directories(args_.output_dir());
+    // Nothing configured: console lines, like a plain HF run prints its logs.
+    std::vector<std::string> targets(args_.report_to().begin(), args_.report_to().end());
+    if (targets.empty()) targets.push_back("console");
+    reporters_ = makeReporters(targets, cfg);
+  }
+}
+
+Trainer::~Trainer() = default;
+
+TrainOutput Trainer::train() {
+  const int world = comm_.size(), rank = comm_.rank();
+  const auto start = Clock::now();
+  at::manual_seed(static_cast<std::uint64_t>(args_.seed()));
+
+  GlobalBatchPlan plan(parts_.trainDataset->size(), args_.per_device_train_batch_size(), world,
+                       args_.gradient_accumulation_steps(), args_.dataloader_drop_last(),
+                       static_cast<std::uint64_t>(dataSeed(args_)), /*shuffle=*/true);
+  DataLoader loader(parts_.trainDataset, parts_.collator, plan, rank,
+                    args_.dataloader_num_workers(), prefetchFactor(args_),
+                    args_.dataloader_persistent_workers());
+  state_ = TrainerState{};
+  state_.stepsPerEpoch = plan.stepsPerEpoch();
+  state_.maxSteps = args_.max_steps() > 0
+                        ? args_.max_steps()
+                        : static_cast<std::int64_t>(std::ceil(args_.num_train_epochs() *
+                                                              static_cast<double>(state_.stepsPerEpoch)));
+  const std::int64_t warmup = resolveWarmupSteps(args_, state_.maxSteps);
+  const std::int64_t logEvery = resolveLoggingSteps(args_, state_.maxSteps);
+
+  torch::nn::Module& model = *parts_.model;
+  model.train(true);
+  dist::GradientSyncOptions so;
+  so.op = dist::ReduceOp::kSum;  // losses are normalised by the global item count
+  so.shardedUpdate = parts_.shardedUpdate;
+  dist::GradientSync sync(model, comm_, so);
+  dist::AdamWOptions ao;
+  ao.lr = args_.learning_rate();
+  ao.beta1 = args_.adam_beta1();
+  ao.beta2 = args_.adam_beta2();
+  ao.eps = args_.adam_epsilon();
+  ao.weightDecay = args_.weight_decay();
+  dist::FusedAdamW optimizer(sync, ao, parts_.decayParameter);
+  const double alpha = args_.has_neftune_noise_alpha() ? args_.neftune_noise_alpha() : 0.0;
+  NeftuneScope neftune(alpha > 0 ? parts_.neftuneEmbedding : nullptr, alpha);
+
+  TrainerControl control;
+  for (auto& cb : parts_.callbacks) cb->onTrainBegin(state_, control);
+  COHORT_LOG_INFO("training: {} steps ({} per epoch), global batch {} = {} per device x {} ranks "
+                  "x {} accumulation, {} samples",
+                  state_.maxSteps, state_.stepsPerEpoch, plan.globalBatch(),
+                  args_.per_device_train_batch_size(), world,
+                  args_.gradient_accumulation_steps(), parts_.trainDataset->size());
+
+  double intervalLoss = 0.0, totalLoss = 0.0;
+  std::int64_t intervalSteps = 0, intervalSamples = 0, intervalTokens = 0;
+  auto intervalStart = Clock::now();
+  while (state_.globalStep < state_.maxSteps && !control.shouldStop) {
+    StepData data = loader.next();
+    std::vector<at::Tensor> labels;
+    for (const Batch& b : data.micro) {
+      if (b.size > 0) labels.push_back(b.labels);
+    }
+    const std::int64_t localItems = dist::countItems(labels, -100, parts_.shiftLabels);
+    const dist::GlobalStepStats stats = dist::reduceStepStats(comm_, localItems, false);
+
+    const double lr = args_.learning_rate() *
+                      lrMultiplier(args_.lr_scheduler_type(), state_.globalStep, warmup,
+                                   state_.maxSteps);
+    sync.zeroGrad();
+    double localLoss = 0.0;
+    for (std::size_t m = 0; m < data.micro.size(); ++m) {
+      std::optional<dist::GradientSync::NoSyncGuard> guard;
+      if (m + 1 < data.micro.size()) guard.emplace(sync.noSync());
+      const Batch& b = data.micro[m];
+      at::Tensor loss;
+      if (b.size == 0) {
+        // A rank with no samples left in a short last step still joins the gradient
+        // reduction: a zero loss that touches every parameter.
+        loss = at::zeros({}, at::kDouble);
+        for (const auto& p : model.parameters()) loss = loss + p.sum() * 0.0;
+      } else {
+        const ModelOutput out = parts_.forward(b);
+        loss = parts_.computeLoss(out, b.labels, stats.numItems);
+      }
+      loss.backward();
+      localLoss += loss.item<double>();
+    }
+    sync.finish();
+
+    // One small all-reduce: this rank's share of the squared gradient norm and of the loss.
+    double normSq = 0.0;
+    const auto& grads = sync.bucketGradients();
+    for (std::size_t k = 0; k < grads.size(); ++k) {
+      const auto [lo, hi] = dist::partitionOf(static_cast<std::size_t>(grads[k].numel()), world,
+                                              rank);
+      normSq += grads[k].slice(0, static_cast<std::int64_t>(lo), static_cast<std::int64_t>(hi))
+                    .to(at::kDouble).pow(2).sum().item<double>();
+    }
+    at::Tensor shared = at::tensor({normSq, localLoss}, at::kDouble);
+    comm_.allReduce(shared);
+    const double gradNorm = std::sqrt(shared[0].item<double>());
+    const double stepLoss = shared[1].item<double>();
+    if (args_.max_grad_norm() > 0) {
+      const double coef = args_.max_grad_norm() / (gradNorm + 1e-6);
+      if (coef < 1.0) {  // as torch's clip_grad_norm_
+        for (std::size_t k = 0; k < grads.size(); ++k) {
+          const auto [lo, hi] = sync.ownedRange(k);
+          grads[k].slice(0, lo, hi).mul_(coef);
+        }
+      }
+    }
+    optimizer.step(lr);
+
+    ++state_.globalStep;
+    state_.consumedSamples += data.samplesThisStep;
+    state_.epoch = static_cast<double>(data.epoch) +
+                   static_cast<double>(data.stepInEpoch + 1) /
+                       static_cast<double>(state_.stepsPerEpoch);
+    intervalLoss += stepLoss;
+    totalLoss += stepLoss;
+    ++intervalSteps;
+    intervalSamples += data.samplesThisStep;
+    intervalTokens += stats.numItems;
+    for (auto& cb : parts_.callbacks) cb->onStepEnd(state_, control);
+
+    const bool epochEnd = data.stepInEpoch + 1 == state_.stepsPerEpoch;
+    bool doLog = control.shouldLog;
+    if (args_.logging_strategy() == "steps") {
+      doLog = doLog || (logEvery > 0 && state_.globalStep % logEvery == 0) ||
+              (args_.logging_first_step() && state_.globalStep == 1);
+    } else if (args_.logging_strategy() == "epoch") {
+      doLog = doLog || epochEnd;
+    }
+    if (doLog) {
+      const double dt = std::max(1e-9, seconds(intervalStart, Clock::now()));
+      LogEntry e;
+      e.step = state_.globalStep;
+      e.epoch = state_.epoch;
+      e.values["loss"] = intervalLoss / static_cast<double>(intervalSteps);
+      e.values["grad_norm"] = gradNorm;
+      e.values["learning_rate"] =
+          args_.learning_rate() * lrMultiplier(args_.lr_scheduler_type(), state_.globalStep,
+                                               warmup, state_.maxSteps);
+      e.values["samples_per_second"] = static_cast<double>(intervalSamples) / dt;
+      e.values["tokens_per_second"] = static_cast<double>(intervalTokens) / dt;
+      state_.logHistory.push_back(e);
+      for (auto& r : reporters_) r->log(e);
+      for (auto& cb : parts_.callbacks) cb->onLog(state_, control, e);
+      control.shouldLog = false;
+      intervalLoss = 0.0;
+      intervalSteps = intervalSamples = intervalTokens = 0;
+      intervalStart = Clock::now();
+    }
+  }
+
+  const double runtime = seconds(start, Clock::now());
+  TrainOutput out;
+  out.globalStep = state_.globalStep;
+  out.trainingLoss = state_.globalStep > 0 ? totalLoss / static_cast<double>(state_.globalStep) : 0;
+  out.metrics["train_runtime"] = runtime;
+  out.metrics["train_samples_per_second"] = static_cast<double>(state_.consumedSamples) / runtime;
+  out.metrics["train_steps_per_second"] = static_cast<double>(state_.globalStep) / runtime;
+  out.metrics["train_loss"] = out.trainingLoss;
+  LogEntry final;
+  final.step = state_.globalStep;
+  final.epoch = state_.epoch;
+  for (const auto& [k, v] : out.metrics) final.values[k] = v;
+  state_.logHistory.push_back(final);
+  for (auto& r : reporters_) r->log(final);
+  for (auto& cb : parts_.callbacks) cb->onTrainEnd(state_, control);
+  return out;
+}
+
+}  // namespace cohort::trainer
