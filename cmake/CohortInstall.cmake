@@ -1,12 +1,20 @@
 # `cmake --install` exports the libraries as the CMake package Cohort:
-#   find_package(Cohort REQUIRED)  ->  target_link_libraries(app Cohort::dist)
+#   find_package(Cohort REQUIRED)  ->  target_link_libraries(app Cohort::dist Cohort::trainer)
 include(CMakePackageConfigHelpers)
 
-install(TARGETS cohort_dist EXPORT CohortTargets
+set(COHORT_INSTALL_TARGETS cohort_dist)
+install(DIRECTORY dist/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+if(TARGET cohort_trainer)
+  list(APPEND COHORT_INSTALL_TARGETS cohort_trainer)
+  install(DIRECTORY trainer/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+  # The generated TrainingArguments header is part of the trainer's public API.
+  install(FILES ${CMAKE_BINARY_DIR}/trainer/gen/training_args.pb.h
+          DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+endif()
+install(TARGETS ${COHORT_INSTALL_TARGETS} EXPORT CohortTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-install(DIRECTORY dist/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 
 set(COHORT_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/Cohort)
 install(EXPORT CohortTargets NAMESPACE Cohort:: DESTINATION ${COHORT_CMAKE_DIR})

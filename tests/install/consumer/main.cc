@@ -5,9 +5,13 @@
 
 #include "cohort/dist/device.h"
 #include "cohort/dist/runtime.h"
+#include "cohort/trainer/training_args.h"
 
 int main(int argc, char** argv) {
   auto rt = cohort::dist::init(&argc, &argv);
+  // The trainer library and its generated TrainingArguments header are installed too.
+  const auto cl = cohort::trainer::parseTrainingArgs(argc, argv);
+  if (cl.args.per_device_train_batch_size() != 8) return 1;
   auto comm = cohort::dist::makeCommunicator(*rt, cohort::dist::chooseDevice(*rt));
   at::Tensor t = at::ones({4}, at::kFloat);
   comm->allReduce(t);
