@@ -23,6 +23,10 @@ const std::vector<Var>& all() {
       {"COHORT_CHECK_COLLECTIVES", "1",
        "1: every collective first checks across ranks that kind, count, dtype and root "
        "match (a mismatch is a DistError on every rank instead of a hang). 0 disables."},
+      {"COHORT_PROGRESS_BAR", "auto",
+       "auto|1|0. The rank-0 progress bar redraws one line when stdout is a terminal, else "
+       "prints a plain line every 30 s. auto: a terminal is assumed only when stdout is a "
+       "tty and the program was not started by mpirun (which always gives ranks a pty)."},
   };
   return vars;
 }

@@ -5,9 +5,11 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 
 #include "cohort/dist/batch_stats.h"
+#include "cohort/dist/env.h"
 #include "cohort/dist/error.h"
 #include "cohort/dist/fused_adamw.h"
 #include "cohort/dist/gradient_sync.h"
@@ -71,16 +73,6 @@ Trainer::Trainer(TrainingArguments args, dist::Communicator& comm, TrainerParts 
     };
   }
   if (!parts_.decayParameter) parts_.decayParameter = defaultDecay;
-  if (comm_.rank() == 0) {
-    ReporterConfig cfg;
-    cfg.outputDir = args_.output_dir();
-    if (args_.has_logging_dir()) cfg.loggingDir = args_.logging_dir();
-    std::filesystem::create_directories(args_.output_dir());
-    // Nothing configured: console lines, like a plain HF run prints its logs.
-    std::vector<std::string> targets(args_.report_to().begin(), args_.report_to().end());
-    if (targets.empty()) targets.push_back("console");
-    reporters_ = makeReporters(targets, cfg);
-  }
 }
 
 Trainer::~Trainer() = default;
@@ -120,6 +112,30 @@ TrainOutput Trainer::train() {
   dist::FusedAdamW optimizer(sync, ao, parts_.decayParameter);
   const double alpha = args_.has_neftune_noise_alpha() ? args_.neftune_noise_alpha() : 0.0;
   NeftuneScope neftune(alpha > 0 ? parts_.neftuneEmbedding : nullptr, alpha);
+
+  std::unique_ptr<ProgressBar> bar;
+  if (rank == 0) {  // only rank 0 writes logs and draws progress
+    ProgressBarOptions po;
+    const std::string mode = env::getString("COHORT_PROGRESS_BAR");
+    if (mode == "auto") {
+      po.isTerminal = ProgressBar::stdoutIsTerminal() && std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr;
+    } else {
+      po.isTerminal = env::getBool("COHORT_PROGRESS_BAR");
+    }
+    bar = std::make_unique<ProgressBar>(state_.maxSteps, po);
+    ReporterConfig cfg;
+    cfg.outputDir = args_.output_dir();
+    if (args_.has_logging_dir()) cfg.loggingDir = args_.logging_dir();
+    cfg.progressBar = bar.get();
+    // A fresh run starts a new log history; a resumed one continues it.
+    cfg.appendJsonl = resumeKind(args_) != ResumeKind::kNone;
+    std::filesystem::create_directories(args_.output_dir());
+    // Nothing configured: console lines, like a plain HF run prints its logs.
+    std::vector<std::string> targets(args_.report_to().begin(), args_.report_to().end());
+    if (targets.empty()) targets.push_back("console");
+    reporters_ = makeReporters(targets, cfg);
+    bar->start(state_.globalStep);
+  }
 
   TrainerControl control;
   for (auto& cb : parts_.callbacks) cb->onTrainBegin(state_, control);
@@ -199,6 +215,7 @@ TrainOutput Trainer::train() {
     ++intervalSteps;
     intervalSamples += data.samplesThisStep;
     intervalTokens += stats.numItems;
+    if (bar) bar->update(state_.globalStep);
     for (auto& cb : parts_.callbacks) cb->onStepEnd(state_, control);
 
     const bool epochEnd = data.stepInEpoch + 1 == state_.stepsPerEpoch;
@@ -223,6 +240,7 @@ TrainOutput Trainer::train() {
       e.values["tokens_per_second"] = static_cast<double>(intervalTokens) / dt;
       state_.logHistory.push_back(e);
       for (auto& r : reporters_) r->log(e);
+      if (bar) bar->onLog(e);
       for (auto& cb : parts_.callbacks) cb->onLog(state_, control, e);
       control.shouldLog = false;
       intervalLoss = 0.0;
@@ -244,7 +262,9 @@ TrainOutput Trainer::train() {
   final.epoch = state_.epoch;
   for (const auto& [k, v] : out.metrics) final.values[k] = v;
   state_.logHistory.push_back(final);
+  if (bar) bar->finish();
   for (auto& r : reporters_) r->log(final);
+  reporters_.clear();  // they borrow the bar
   for (auto& cb : parts_.callbacks) cb->onTrainEnd(state_, control);
   return out;
 }
