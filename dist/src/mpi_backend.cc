@@ -129,32 +129,12 @@ class MpiBackend final : public Backend {
 
   std::unique_ptr<Work> allReduce(void* buf, std::size_t count, DType dtype,
                                   ReduceOp op) override {
-    if (op == ReduceOp::kAvg && !isFloating(dtype)) {
-      throw DistError(std::string("all_reduce: AVG needs a floating dtype, got ") +
-                      toString(dtype));
-    }
-    Op o;
-    o.kind = Kind::kAllReduce;
-    o.buf = buf;
-    o.count = count;
-    o.dtype = dtype;
-    o.reduce = op;
-    return submit(std::move(o));
+    return submitReduction(Kind::kAllReduce, buf, count, dtype, op);
   }
 
   std::unique_ptr<Work> reduceScatter(void* buf, std::size_t count, DType dtype,
                                       ReduceOp op) override {
-    if (op == ReduceOp::kAvg && !isFloating(dtype)) {
-      throw DistError(std::string("reduce_scatter: AVG needs a floating dtype, got ") +
-                      toString(dtype));
-    }
-    Op o;
-    o.kind = Kind::kReduceScatter;
-    o.buf = buf;
-    o.count = count;
-    o.dtype = dtype;
-    o.reduce = op;
-    return submit(std::move(o));
+    return submitReduction(Kind::kReduceScatter, buf, count, dtype, op);
   }
 
   std::unique_ptr<Work> allGatherPartitions(void* buf, std::size_t count, DType dtype) override {
@@ -217,6 +197,21 @@ class MpiBackend final : public Backend {
       throw DistError(std::string(what) + ": root " + std::to_string(root) +
                       " is not a rank of this group (size " + std::to_string(size_) + ")");
     }
+  }
+
+  std::unique_ptr<Work> submitReduction(Kind kind, void* buf, std::size_t count, DType dtype,
+                                        ReduceOp op) {
+    if (op == ReduceOp::kAvg && !isFloating(dtype)) {
+      throw DistError(std::string(kindName(kind)) + ": AVG needs a floating dtype, got " +
+                      toString(dtype));
+    }
+    Op o;
+    o.kind = kind;
+    o.buf = buf;
+    o.count = count;
+    o.dtype = dtype;
+    o.reduce = op;
+    return submit(std::move(o));
   }
 
   std::unique_ptr<Work> gatherCommon(Kind kind, const void* in, void* out,

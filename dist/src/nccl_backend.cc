@@ -181,35 +181,25 @@ class NcclBackend final : public Backend {
     });
   }
 
-  // Uneven partitions: one reduce per owner, fused in a group (ncclReduceScatter needs equal
-  // counts).
+  // Uneven partitions: one reduce (reduce_scatter) or broadcast (all_gather) per owner,
+  // fused in a group; ncclReduceScatter/ncclAllGather need equal counts.
   std::unique_ptr<Work> reduceScatter(void* buf, std::size_t count, DType dtype,
                                       ReduceOp op) override {
     detail::Signature sig = start(Kind::kReduceScatter, count, dtype, 0);
     sig.reduce = op;
-    const std::size_t es = elementSize(dtype);
     return launch(std::move(sig), [&] {
-      COHORT_NCCL_CHECK(ncclGroupStart());
-      for (int r = 0; r < size_; ++r) {
-        const auto [lo, hi] = partitionOf(count, size_, r);
-        char* p = static_cast<char*>(buf) + lo * es;
-        COHORT_NCCL_CHECK(ncclReduce(p, p, hi - lo, toNccl(dtype), toNccl(op), r, comm_, stream_));
-      }
-      COHORT_NCCL_CHECK(ncclGroupEnd());
+      forEachPartition(buf, count, dtype, [&](char* p, std::size_t n, int owner) {
+        COHORT_NCCL_CHECK(ncclReduce(p, p, n, toNccl(dtype), toNccl(op), owner, comm_, stream_));
+      });
     });
   }
 
   std::unique_ptr<Work> allGatherPartitions(void* buf, std::size_t count, DType dtype) override {
     detail::Signature sig = start(Kind::kAllGatherPartitions, count, dtype, 0);
-    const std::size_t es = elementSize(dtype);
     return launch(std::move(sig), [&] {
-      COHORT_NCCL_CHECK(ncclGroupStart());
-      for (int r = 0; r < size_; ++r) {
-        const auto [lo, hi] = partitionOf(count, size_, r);
-        char* p = static_cast<char*>(buf) + lo * es;
-        COHORT_NCCL_CHECK(ncclBroadcast(p, p, hi - lo, toNccl(dtype), r, comm_, stream_));
-      }
-      COHORT_NCCL_CHECK(ncclGroupEnd());
+      forEachPartition(buf, count, dtype, [&](char* p, std::size_t n, int owner) {
+        COHORT_NCCL_CHECK(ncclBroadcast(p, p, n, toNccl(dtype), owner, comm_, stream_));
+      });
     });
   }
 
@@ -353,6 +343,19 @@ class NcclBackend final : public Backend {
     detail::Signature sig = start(kind, total, dtype, root);
     sig.counts = counts;
     return sig;
+  }
+
+  // Calls fn(partition start, element count, owner rank) for every rank's partition, inside
+  // one NCCL group.
+  template <typename Fn>
+  void forEachPartition(void* buf, std::size_t count, DType dtype, Fn&& fn) {
+    const std::size_t es = elementSize(dtype);
+    COHORT_NCCL_CHECK(ncclGroupStart());
+    for (int r = 0; r < size_; ++r) {
+      const auto [lo, hi] = partitionOf(count, size_, r);
+      fn(static_cast<char*>(buf) + lo * es, hi - lo, r);
+    }
+    COHORT_NCCL_CHECK(ncclGroupEnd());
   }
 
   template <typename Enqueue>
