@@ -1,6 +1,6 @@
 // One data-parallel training step of a ~25 M-parameter MLP (1024-2560x4-1024, batch 32 per
 // rank, AdamW), as Cohort runs it: GradientSync (buckets all-reduced while backward runs, or
-// after it with --overlap 0) and FusedAdamW over the flat buffers. Prints on rank 0:
+// after it with --overlap 0) and FusedOptimizer over the flat buffers. Prints on rank 0:
 //   STEP cohort_overlap|cohort_no_overlap[_replicated] <world> <median step seconds>
 // By default the update is sharded (GradientSyncOptions::shardedUpdate); --sharded 0 runs
 // the replicated update (every rank updates every parameter, as DDP).
@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "cohort/dist/device.h"
-#include "cohort/dist/fused_adamw.h"
+#include "cohort/dist/fused_optimizer.h"
 #include "cohort/dist/gradient_sync.h"
 #include "cohort/dist/runtime.h"
 
@@ -54,10 +54,10 @@ int main(int argc, char** argv) {
   so.overlap = overlap != 0;
   so.shardedUpdate = sharded != 0;  // ZeRO-1 style: each rank updates 1/N of the parameters
   cohort::dist::GradientSync sync(*model, *comm, so);
-  cohort::dist::AdamWOptions ao;
+  cohort::dist::OptimizerOptions ao;
   ao.lr = 1e-4;
   ao.weightDecay = 0.01;
-  cohort::dist::FusedAdamW opt(sync, ao);
+  cohort::dist::FusedOptimizer opt(sync, ao);
 
   at::Generator gen = at::detail::createCPUGenerator(1 + rt->rank());
   at::Tensor x = at::randn({batch, dims.front()}, gen);

@@ -404,7 +404,7 @@ class GradientSync::Impl {
       }
       if (options_.flatParameters) {
         // Parameters move into one flat buffer per bucket with the gradients' layout, so an
-        // optimizer can update a whole bucket in one pass (FusedAdamW).
+        // optimizer can update a whole bucket in one pass (FusedOptimizer).
         b.paramsFlat = at::empty({numel}, first.options().requires_grad(false));
         for (std::size_t i : b.params) {
           Param& p = params_[i];

@@ -11,7 +11,7 @@
 #include "cohort/dist/batch_stats.h"
 #include "cohort/dist/env.h"
 #include "cohort/dist/error.h"
-#include "cohort/dist/fused_adamw.h"
+#include "cohort/dist/fused_optimizer.h"
 #include "cohort/dist/gradient_sync.h"
 #include "cohort/dist/log.h"
 #include "cohort/trainer/neftune.h"
@@ -58,9 +58,6 @@ Trainer::Trainer(TrainingArguments args, dist::Communicator& comm, TrainerParts 
   if (!parts_.model || !parts_.forward) {
     throw ConfigError("Trainer: a model and a forward function are required");
   }
-  if (args_.optim() != "adamw_torch") {
-    throw ConfigError("optim '" + args_.optim() + "' is not implemented yet (use adamw_torch)");
-  }
   if (args_.has_neftune_noise_alpha() && args_.neftune_noise_alpha() > 0 &&
       parts_.neftuneEmbedding == nullptr) {
     throw ConfigError("neftune_noise_alpha is set but the model has no NoisyEmbedding "
@@ -103,13 +100,14 @@ TrainOutput Trainer::train() {
   so.op = dist::ReduceOp::kSum;  // losses are normalised by the global item count
   so.shardedUpdate = parts_.shardedUpdate;
   dist::GradientSync sync(model, comm_, so);
-  dist::AdamWOptions ao;
+  dist::OptimizerOptions ao;
+  ao.kind = args_.optim() == "sgd" ? dist::OptimizerKind::kSgd : dist::OptimizerKind::kAdamW;
   ao.lr = args_.learning_rate();
   ao.beta1 = args_.adam_beta1();
   ao.beta2 = args_.adam_beta2();
   ao.eps = args_.adam_epsilon();
   ao.weightDecay = args_.weight_decay();
-  dist::FusedAdamW optimizer(sync, ao, parts_.decayParameter);
+  dist::FusedOptimizer optimizer(sync, ao, parts_.decayParameter);
   const double alpha = args_.has_neftune_noise_alpha() ? args_.neftune_noise_alpha() : 0.0;
   NeftuneScope neftune(alpha > 0 ? parts_.neftuneEmbedding : nullptr, alpha);
 

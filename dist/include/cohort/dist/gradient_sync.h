@@ -61,7 +61,7 @@ struct GradientSyncOptions {
   bool overlap = true;
   // true: each parameter's storage becomes a view into a flat per-bucket buffer with the
   // same layout as the gradients (bucketParameters()), so an optimizer can update a bucket
-  // in one pass over contiguous memory (FusedAdamW). Moving the module to another device
+  // in one pass over contiguous memory (FusedOptimizer). Moving the module to another device
   // afterwards (Module::to) undoes this: create GradientSync after placing the model.
   bool flatParameters = true;
   // ZeRO-1 style: buckets are reduce-SCATTERED instead of all-reduced, each rank updates only

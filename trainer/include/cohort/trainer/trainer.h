@@ -7,7 +7,7 @@
 //   3. forward/backward per micro-batch with loss = compute_loss(outputs, labels,
 //      num_items_in_batch) (default: sum of token cross-entropies / num_items), gradients
 //      reduce-scattered bucket by bucket while the last backward runs (GradientSync);
-//   4. global gradient norm clipping, FusedAdamW on this rank's partition, parameters
+//   4. global gradient norm clipping, FusedOptimizer on this rank's partition, parameters
 //      all-gathered; scheduler, logging, callbacks.
 // After step k the parameters equal those of ONE process training on the concatenated global
 // batch, for any world size and accumulation split with the same global batch.

@@ -1,5 +1,6 @@
-// FusedAdamW: AdamW (decoupled weight decay, torch.optim.AdamW's update) as ONE pass over
-// GradientSync's flat parameter and gradient buffers. torch's AdamW makes about ten passes
+// FusedOptimizer: AdamW (decoupled weight decay, torch.optim.AdamW's update) or plain SGD
+// (torch.optim.SGD without momentum) as ONE pass over GradientSync's flat parameter and
+// gradient buffers. torch's AdamW makes about ten passes
 // over every tensor (mul_, lerp_, mul_, addcmul_, sqrt, div, add_, addcdiv_); on a CPU those
 // passes are memory-bound, so a single fused loop that reads p, g, m, v once and writes
 // p, m, v once is several times faster for large models.
@@ -16,12 +17,15 @@
 
 namespace cohort::dist {
 
-struct AdamWOptions {
+enum class OptimizerKind { kAdamW, kSgd };
+
+struct OptimizerOptions {
+  OptimizerKind kind = OptimizerKind::kAdamW;
   double lr = 1e-3;
   double beta1 = 0.9;
   double beta2 = 0.999;
   double eps = 1e-8;
-  double weightDecay = 0.01;
+  double weightDecay = 0.01;  // AdamW: decoupled; SGD: added to the gradient (torch's SGD)
 };
 
 // Borrows `sync` (which must outlive it and have flatParameters on). Owns the moment
@@ -29,11 +33,11 @@ struct AdamWOptions {
 // and the step count. With GradientSync::shardedUpdate, step() updates only this rank's
 // partitions and all-gathers the parameters, so it is COLLECTIVE; otherwise it is local.
 // Not thread-safe; step() uses torch's intra-op thread pool.
-class FusedAdamW {
+class FusedOptimizer {
  public:
   // `decay(name)` says whether weight decay applies to a parameter (HF: not to biases and
   // norm weights); default: every parameter decays. Throws ConfigError for bad options.
-  FusedAdamW(GradientSync& sync, AdamWOptions options,
+  FusedOptimizer(GradientSync& sync, OptimizerOptions options,
              std::function<bool(const std::string&)> decay = nullptr);
 
   // One AdamW update of every parameter from its gradient in the flat buffers. `lr`
@@ -41,7 +45,7 @@ class FusedAdamW {
   void step(double lr = -1.0);
 
   std::int64_t stepCount() const { return step_; }
-  const AdamWOptions& options() const { return options_; }
+  const OptimizerOptions& options() const { return options_; }
   // Moment buffers, one per bucket, covering GradientSync::ownedRange (for checkpoints).
   const std::vector<at::Tensor>& expAvg() const { return expAvg_; }
   const std::vector<at::Tensor>& expAvgSq() const { return expAvgSq_; }
@@ -53,7 +57,7 @@ class FusedAdamW {
     bool decay;
   };
   GradientSync& sync_;
-  AdamWOptions options_;
+  OptimizerOptions options_;
   std::vector<Segment> segments_;
   std::vector<at::Tensor> expAvg_, expAvgSq_;
   std::int64_t step_ = 0;

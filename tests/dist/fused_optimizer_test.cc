@@ -1,4 +1,4 @@
-// FusedAdamW over GradientSync's flat buffers against torch::optim::AdamW (an independent
+// FusedOptimizer over GradientSync's flat buffers against torch::optim::AdamW (an independent
 // implementation) on the same model and gradients, with and without weight decay per
 // parameter, in float64 and float32.
 #include <ATen/ATen.h>
@@ -7,9 +7,10 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/optim/adamw.h>
+#include <torch/optim/sgd.h>
 
 #include "cohort/dist/error.h"
-#include "cohort/dist/fused_adamw.h"
+#include "cohort/dist/fused_optimizer.h"
 #include "test_util.h"
 
 namespace cohort::test {
@@ -33,11 +34,11 @@ void compareWithTorch(at::ScalarType type, double tol) {
   auto fused = makeModel(type);
   auto ref = makeModel(type);
   dist::GradientSync sync(*fused, *comm);  // world 1: a plain flat-buffer optimizer
-  dist::AdamWOptions o;
+  dist::OptimizerOptions o;
   o.lr = 1e-2;
   o.weightDecay = 0.1;
   auto noBias = [](const std::string& name) { return name.find("bias") == std::string::npos; };
-  dist::FusedAdamW opt(sync, o, noBias);
+  dist::FusedOptimizer opt(sync, o, noBias);
 
   std::vector<torch::Tensor> decay, plain;
   for (const auto& kv : ref->named_parameters()) (noBias(kv.key()) ? decay : plain).push_back(kv.value());
@@ -71,21 +72,51 @@ void compareWithTorch(at::ScalarType type, double tol) {
   }
 }
 
-TEST(UnitFusedAdamW, MatchesTorchAdamWFloat64) { compareWithTorch(at::kDouble, 1e-12); }
-TEST(UnitFusedAdamW, MatchesTorchAdamWFloat32) { compareWithTorch(at::kFloat, 1e-5); }
+TEST(UnitFusedOptimizer, MatchesTorchAdamWFloat64) { compareWithTorch(at::kDouble, 1e-12); }
+TEST(UnitFusedOptimizer, MatchesTorchAdamWFloat32) { compareWithTorch(at::kFloat, 1e-5); }
 
-TEST(UnitFusedAdamW, RejectsBadOptions) {
+// optim=sgd: torch.optim.SGD without momentum, weight decay added to the gradient.
+TEST(UnitFusedOptimizer, SgdMatchesTorchSgd) {
+  auto comm = worldComm();
+  auto fused = makeModel(at::kDouble);
+  auto ref = makeModel(at::kDouble);
+  dist::GradientSync sync(*fused, *comm);
+  dist::OptimizerOptions o;
+  o.kind = dist::OptimizerKind::kSgd;
+  o.lr = 0.05;
+  o.weightDecay = 0.1;
+  dist::FusedOptimizer opt(sync, o);
+  torch::optim::SGD refOpt(ref->parameters(), torch::optim::SGDOptions(0.05).weight_decay(0.1));
+  at::manual_seed(12);
+  for (int step = 0; step < 5; ++step) {
+    at::Tensor x = at::randn({4, 16}, at::kDouble);
+    sync.zeroGrad();
+    fused->forward(x).pow(2).sum().backward();
+    sync.finish();
+    opt.step();
+    refOpt.zero_grad();
+    ref->forward(x).pow(2).sum().backward();
+    refOpt.step();
+  }
+  auto fp = fused->named_parameters();
+  for (const auto& kv : ref->named_parameters()) {
+    EXPECT_LE(maxRelDiff(fp[kv.key()], kv.value()), 1e-12) << kv.key();
+  }
+  EXPECT_EQ(opt.expAvg()[0].numel(), 0);  // SGD keeps no moments
+}
+
+TEST(UnitFusedOptimizer, RejectsBadOptions) {
   auto comm = worldComm();
   auto m = makeModel(at::kFloat);
   dist::GradientSync sync(*m, *comm);
-  dist::AdamWOptions o;
+  dist::OptimizerOptions o;
   o.beta1 = 1.0;
-  EXPECT_THROW(dist::FusedAdamW(sync, o), ConfigError);
+  EXPECT_THROW(dist::FusedOptimizer(sync, o), ConfigError);
   dist::GradientSyncOptions so;
   so.flatParameters = false;
   auto m2 = makeModel(at::kFloat);
   dist::GradientSync sync2(*m2, *comm, so);
-  EXPECT_THROW(dist::FusedAdamW(sync2, dist::AdamWOptions{}), ConfigError);
+  EXPECT_THROW(dist::FusedOptimizer(sync2, dist::OptimizerOptions{}), ConfigError);
 }
 
 }  // namespace
@@ -113,10 +144,10 @@ TEST(ShardedUpdate, EqualsSingleProcessAdamWOnTheGlobalBatch) {
   so.bucketCapMb = 0.001;  // several buckets, each split across the ranks
   so.firstBucketCapMb = 0.0005;
   dist::GradientSync sync(*fused, *comm, so);
-  dist::AdamWOptions o;
+  dist::OptimizerOptions o;
   o.lr = 1e-2;
   o.weightDecay = 0.05;
-  dist::FusedAdamW opt(sync, o);
+  dist::FusedOptimizer opt(sync, o);
   torch::optim::AdamW refOpt(ref->parameters(), torch::optim::AdamWOptions(o.lr).weight_decay(0.05));
 
   at::manual_seed(5);

@@ -1,4 +1,4 @@
-#include "cohort/dist/fused_adamw.h"
+#include "cohort/dist/fused_optimizer.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -30,14 +30,26 @@ void adamwKernel(T* __restrict p, const T* __restrict g, T* __restrict m, T* __r
 }
 
 // p and g are indexed from `off` (bucket offset), m and v from `momentOff` (owned range).
+// torch.optim.SGD (no momentum): p -= lr * (g + wd * p).
+template <typename T>
+void sgdKernel(T* __restrict p, const T* __restrict g, std::int64_t n, T lr, T wd) {
+  for (std::int64_t i = 0; i < n; ++i) p[i] -= lr * (g[i] + wd * p[i]);
+}
+
 template <typename T>
 void runSegment(const at::Tensor& p, const at::Tensor& g, const at::Tensor& m,
                 const at::Tensor& v, std::int64_t off, std::int64_t momentOff, std::int64_t n,
-                double lr, double wd, const AdamWOptions& o, std::int64_t step) {
+                double lr, double wd, const OptimizerOptions& o, std::int64_t step) {
   const double bc1 = 1.0 - std::pow(o.beta1, static_cast<double>(step));
   const double bc2 = 1.0 - std::pow(o.beta2, static_cast<double>(step));
   T* pp = p.data_ptr<T>() + off;
   const T* gp = g.data_ptr<T>() + off;
+  if (o.kind == OptimizerKind::kSgd) {
+    at::parallel_for(0, n, 1 << 15, [&](std::int64_t begin, std::int64_t end) {
+      sgdKernel<T>(pp + begin, gp + begin, end - begin, static_cast<T>(lr), static_cast<T>(wd));
+    });
+    return;
+  }
   T* mp = m.data_ptr<T>() + momentOff;
   T* vp = v.data_ptr<T>() + momentOff;
   at::parallel_for(0, n, 1 << 15, [&](std::int64_t begin, std::int64_t end) {
@@ -51,26 +63,27 @@ void runSegment(const at::Tensor& p, const at::Tensor& g, const at::Tensor& m,
 
 }  // namespace
 
-FusedAdamW::FusedAdamW(GradientSync& sync, AdamWOptions options,
+FusedOptimizer::FusedOptimizer(GradientSync& sync, OptimizerOptions options,
                        std::function<bool(const std::string&)> decay)
     : sync_(sync), options_(options) {
   if (!(options_.lr >= 0) || !(options_.eps > 0) || !(options_.beta1 >= 0 && options_.beta1 < 1) ||
       !(options_.beta2 >= 0 && options_.beta2 < 1) || !(options_.weightDecay >= 0)) {
-    throw ConfigError("FusedAdamW: need lr >= 0, eps > 0, 0 <= beta1, beta2 < 1, weight_decay >= 0");
+    throw ConfigError("FusedOptimizer: need lr >= 0, eps > 0, 0 <= beta1, beta2 < 1, weight_decay >= 0");
   }
   if (sync_.bucketParameters().size() != sync_.bucketGradients().size()) {
-    throw ConfigError("FusedAdamW needs GradientSync with flatParameters = true");
+    throw ConfigError("FusedOptimizer needs GradientSync with flatParameters = true");
   }
   const auto& grads = sync_.bucketGradients();
   for (std::size_t b = 0; b < grads.size(); ++b) {
     const at::Tensor& g = grads[b];
     if (g.scalar_type() != at::kFloat && g.scalar_type() != at::kDouble) {
-      throw ConfigError(std::string("FusedAdamW: parameters must be float32 or float64, got ") +
+      throw ConfigError(std::string("FusedOptimizer: parameters must be float32 or float64, got ") +
                         c10::toString(g.scalar_type()));
     }
     const auto [lo, hi] = sync_.ownedRange(b);
-    expAvg_.push_back(at::zeros({hi - lo}, g.options()));
-    expAvgSq_.push_back(at::zeros({hi - lo}, g.options()));
+    const std::int64_t moments = options_.kind == OptimizerKind::kAdamW ? hi - lo : 0;
+    expAvg_.push_back(at::zeros({moments}, g.options()));
+    expAvgSq_.push_back(at::zeros({moments}, g.options()));
   }
   // Each parameter's slice of its bucket's owned range, grouped by bucket.
   for (const ParamSlot& s : sync_.paramSlots()) {
@@ -82,7 +95,7 @@ FusedAdamW::FusedAdamW(GradientSync& sync, AdamWOptions options,
                    [](const Segment& a, const Segment& b) { return a.bucket < b.bucket; });
 }
 
-void FusedAdamW::step(double lr) {
+void FusedOptimizer::step(double lr) {
   if (lr < 0) lr = options_.lr;
   ++step_;
   const auto& params = sync_.bucketParameters();
