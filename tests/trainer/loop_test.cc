@@ -258,3 +258,91 @@ TEST(TrainerClipping, LoggedNormIsGlobalAndPreClip) {
 
 }  // namespace
 }  // namespace cohort::test
+
+namespace cohort::test {
+namespace {
+
+using namespace cohort::trainer;
+
+// Callbacks see every step on every rank and steer the loop through TrainerControl:
+// should_stop ends training after the current step, should_log forces a log entry.
+TEST(TrainerCallbacks, ControlStopsAndForcesLogs) {
+  auto comm = worldComm();
+  struct Steer : TrainerCallback {
+    int begins = 0, steps = 0, logs = 0, ends = 0;
+    void onTrainBegin(const TrainerState&, TrainerControl&) override { ++begins; }
+    void onStepEnd(const TrainerState& s, TrainerControl& c) override {
+      ++steps;
+      if (s.globalStep == 2) c.shouldLog = true;
+      if (s.globalStep == 5) c.shouldStop = true;
+    }
+    void onLog(const TrainerState&, TrainerControl&, const LogEntry&) override { ++logs; }
+    void onTrainEnd(const TrainerState&, TrainerControl&) override { ++ends; }
+  };
+  auto steer = std::make_shared<Steer>();
+  TrainingArguments a = quickArgs((std::filesystem::temp_directory_path() / "cohort_cb").string());
+  a.clear_report_to();
+  a.add_report_to("none");
+  a.set_logging_strategy("no");
+  auto parts = quickParts(std::make_shared<Linear1>(),
+                          std::make_shared<CountingDataset>(40 * comm->size()));
+  parts.callbacks.push_back(steer);
+  Trainer t(a, *comm, parts);
+  const TrainOutput out = t.train();
+  EXPECT_EQ(out.globalStep, 5);
+  EXPECT_EQ(steer->begins, 1);
+  EXPECT_EQ(steer->steps, 5);
+  EXPECT_EQ(steer->logs, 1);  // only the forced one: logging_strategy is "no"
+  EXPECT_EQ(steer->ends, 1);
+  EXPECT_TRUE(allRanks(out.globalStep == 5 && steer->logs == 1));
+}
+
+}  // namespace
+}  // namespace cohort::test
+
+namespace cohort::test {
+namespace {
+
+using namespace cohort::trainer;
+
+// eval_on_start logs an eval entry at step 0; eval_strategy=steps evaluates every eval_steps;
+// the eval loss equals a direct computation over the eval set with the final parameters.
+TEST(TrainerEvaluation, OnStartAndEveryEvalSteps) {
+  auto comm = worldComm();
+  TrainingArguments a = quickArgs((std::filesystem::temp_directory_path() / "cohort_eval").string());
+  a.clear_report_to();
+  a.add_report_to("none");
+  a.set_max_steps(6);
+  a.set_eval_strategy("steps");
+  a.set_eval_steps(3);
+  a.set_eval_on_start(true);
+  a.set_per_device_eval_batch_size(3);
+  auto m = std::make_shared<Linear1>();
+  auto parts = quickParts(m, std::make_shared<CountingDataset>(12 * comm->size()));
+  parts.evalDataset = std::make_shared<CountingDataset>(7);
+  parts.evalLoss = [m](const ModelOutput& o, const at::Tensor& labels) {
+    at::Tensor err = (o.logits.squeeze(-1) - labels.select(-1, 0).to(at::kDouble)).pow(2);
+    return SampleLosses{err, at::ones_like(err)};
+  };
+  Trainer t(a, *comm, parts);
+  t.train();
+  std::vector<std::int64_t> evalSteps;
+  double lastEvalLoss = 0;
+  for (const auto& e : t.state().logHistory) {
+    if (e.values.contains("eval_loss")) {
+      evalSteps.push_back(e.step);
+      lastEvalLoss = e.values.at("eval_loss");
+    }
+  }
+  EXPECT_EQ(evalSteps, (std::vector<std::int64_t>{0, 3, 6}));
+  double want = 0;
+  for (int i = 0; i < 7; ++i) {
+    const double pred = (at::full({3}, static_cast<double>(i), at::kDouble) * m->w.squeeze(-1)).sum().item<double>();
+    want += (pred - i) * (pred - i) / 7.0;
+  }
+  EXPECT_NEAR(lastEvalLoss, want, 1e-12 * std::max(1.0, want));
+  EXPECT_TRUE(allRanks(evalSteps.size() == 3 && std::abs(lastEvalLoss - want) <= 1e-12 * std::max(1.0, want)));
+}
+
+}  // namespace
+}  // namespace cohort::test

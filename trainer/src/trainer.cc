@@ -74,6 +74,33 @@ Trainer::Trainer(TrainingArguments args, dist::Communicator& comm, TrainerParts 
 
 Trainer::~Trainer() = default;
 
+std::map<std::string, double> Trainer::evaluate(const std::string& metricKeyPrefix) {
+  if (!parts_.evalDataset) throw ConfigError("evaluate() needs an eval dataset");
+  EvalParts ep;
+  ep.model = parts_.model.get();
+  ep.forward = parts_.forward;
+  ep.dataset = parts_.evalDataset;
+  ep.collator = parts_.collator;
+  ep.loss = parts_.evalLoss;
+  ep.computeMetrics = parts_.computeMetrics;
+  ep.preprocessLogits = parts_.preprocessLogitsForMetrics;
+  EvalOptions eo = evalOptionsFromArgs(args_);
+  eo.shiftLabels = parts_.shiftLabels;
+  eo.metricKeyPrefix = metricKeyPrefix;
+  const EvalResult r = trainer::evaluate(comm_, ep, eo);
+  LogEntry e;
+  e.step = state_.globalStep;
+  e.epoch = state_.epoch;
+  for (const auto& [k, v] : r.metrics) e.values[k] = v;
+  state_.logHistory.push_back(e);
+  for (auto& rep : reporters_) rep->log(e);
+  if (bar_ != nullptr) bar_->onLog(e);
+  TrainerControl local;
+  TrainerControl& control = control_ != nullptr ? *control_ : local;
+  for (auto& cb : parts_.callbacks) cb->onEvaluate(state_, control, r.metrics);
+  return r.metrics;
+}
+
 TrainOutput Trainer::train() {
   const int world = comm_.size(), rank = comm_.rank();
   const auto start = Clock::now();
@@ -136,7 +163,16 @@ TrainOutput Trainer::train() {
   }
 
   TrainerControl control;
+  control_ = &control;
+  bar_ = bar.get();
+  struct Release {  // evaluate() may run outside train() too
+    Trainer* t;
+    ~Release() { t->control_ = nullptr, t->bar_ = nullptr; }
+  } release{this};
   for (auto& cb : parts_.callbacks) cb->onTrainBegin(state_, control);
+  const bool evalSteps = args_.eval_strategy() == "steps";
+  const std::int64_t evalEvery = evalSteps ? resolveEvalSteps(args_, state_.maxSteps) : 0;
+  if (args_.eval_on_start()) evaluate();
   COHORT_LOG_INFO("training: {} steps ({} per epoch), global batch {} = {} per device x {} ranks "
                   "x {} accumulation, {} samples",
                   state_.maxSteps, state_.stepsPerEpoch, plan.globalBatch(),
@@ -217,6 +253,12 @@ TrainOutput Trainer::train() {
     for (auto& cb : parts_.callbacks) cb->onStepEnd(state_, control);
 
     const bool epochEnd = data.stepInEpoch + 1 == state_.stepsPerEpoch;
+    const bool evalNow =
+        control.shouldEvaluate ||
+        (evalSteps && evalEvery > 0 && state_.globalStep % evalEvery == 0 &&
+         static_cast<double>(state_.globalStep) >= args_.eval_delay()) ||
+        (args_.eval_strategy() == "epoch" && epochEnd &&
+         static_cast<double>(data.epoch + 1) > args_.eval_delay());
     bool doLog = control.shouldLog;
     if (args_.logging_strategy() == "steps") {
       doLog = doLog || (logEvery > 0 && state_.globalStep % logEvery == 0) ||
@@ -244,6 +286,10 @@ TrainOutput Trainer::train() {
       intervalLoss = 0.0;
       intervalSteps = intervalSamples = intervalTokens = 0;
       intervalStart = Clock::now();
+    }
+    if (evalNow) {
+      control.shouldEvaluate = false;
+      evaluate();
     }
   }
 

@@ -23,6 +23,7 @@
 
 #include "cohort/dist/communicator.h"
 #include "cohort/trainer/data.h"
+#include "cohort/trainer/evaluation.h"
 #include "cohort/trainer/reporting.h"
 #include "training_args.pb.h"
 
@@ -91,6 +92,10 @@ struct TrainerParts {
   // NEFTune target (neftune_noise_alpha > 0); borrowed, must outlive the Trainer.
   NoisyEmbeddingImpl* neftuneEmbedding = nullptr;
   std::vector<std::shared_ptr<TrainerCallback>> callbacks;
+  // Evaluation (eval_strategy, eval_on_start, evaluate()); see evaluation.h.
+  ComputeMetricsFn computeMetrics;
+  PreprocessLogitsFn preprocessLogitsForMetrics;
+  EvalLossFn evalLoss;  // default: per-sample token cross-entropy (shiftLabels honoured)
   // Each rank updates 1/world of the parameters (ZeRO-1 style; same result, less optimizer
   // time and memory). false: every rank updates everything, as DDP.
   bool shardedUpdate = true;
@@ -116,6 +121,10 @@ class Trainer {
   Trainer& operator=(const Trainer&) = delete;
 
   TrainOutput train();
+  // COLLECTIVE. A full evaluation of the eval dataset with the current parameters; the
+  // metrics ("eval_loss", compute_metrics' keys with the prefix, runtime, samples/s) are the
+  // same dict on every rank and are logged (rank 0) and passed to onEvaluate.
+  std::map<std::string, double> evaluate(const std::string& metricKeyPrefix = "eval");
   const TrainerState& state() const { return state_; }
   const TrainingArguments& args() const { return args_; }
 
@@ -126,6 +135,8 @@ class Trainer {
   TrainerParts parts_;
   TrainerState state_;
   std::vector<std::unique_ptr<Reporter>> reporters_;
+  ProgressBar* bar_ = nullptr;  // during train() on rank 0
+  TrainerControl* control_ = nullptr;  // during train()
 };
 
 // The default loss: sum of token cross-entropies over targets != -100 divided by the global
