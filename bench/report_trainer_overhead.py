@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Aggregates bench_trainer_overhead / trainer_overhead_pytorch.py output (RATE, LOSS and
+CHECK lines, all rounds in one file) and prints the table and the BENCH line (stdlib only).
+
+Ratios are of the medians over all runs of each variant; the paired ratio (each Trainer run
+over the hand-written run next to it in the same process) is shown as well, because it is
+less sensitive to load that changes between rounds."""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+rates = defaultdict(list)
+tokens = defaultdict(set)
+losses = defaultdict(list)
+checks = []
+pending = {}
+paired = []
+with open(sys.argv[1]) as f:
+    for line in f:
+        p = line.split()
+        if p[:1] == ["RATE"]:
+            variant, rate = p[1], float(p[2])
+            rates[variant].append(rate)
+            tokens[variant].add((int(p[3]), int(p[4])))
+            # The C++ bench prints the two variants of one pair back to back.
+            if variant in ("trainer", "handwritten"):
+                pending[variant] = rate
+                if len(pending) == 2:
+                    paired.append(pending["trainer"] / pending["handwritten"])
+                    pending = {}
+        elif p[:1] == ["LOSS"]:
+            losses[p[1]].append(float(p[2]))
+        elif p[:1] == ["CHECK"]:
+            checks.append(" ".join(p[1:]))
+
+missing = [v for v in ("trainer", "handwritten", "pytorch") if not rates[v]]
+if missing:
+    sys.exit(f"report_trainer_overhead.py: no measurements of {', '.join(missing)}")
+
+
+def med(values):
+    return statistics.median(values)
+
+
+a, b, c = med(rates["trainer"]), med(rates["handwritten"]), med(rates["pytorch"])
+steps, tok = sorted(tokens["trainer"])[0]
+same_data = len(set().union(*tokens.values())) == 1
+print(f"trainer_overhead: train_lm's ByteLm (default LmConfig), batch 8, AdamW lr 3e-3 wd 0.01, "
+      f"clip 1.0, linear schedule; world 1, 1 thread; {steps} measured steps after warmup; "
+      f"medians of {len(rates['trainer'])}/{len(rates['handwritten'])}/{len(rates['pytorch'])} runs")
+print(f"{'variant':<36}{'steps/s':>9}{'tokens/s':>10}{'mean loss':>11}{'runs':>6}")
+rows = [("A  Cohort Trainer", "trainer"), ("B  hand-written LibTorch loop", "handwritten"),
+        ("C  PyTorch (python3-torch)", "pytorch")]
+for label, key in rows:
+    r = med(rates[key])
+    loss = f"{med(losses[key]):11.4f}" if losses[key] else f"{'':>11}"
+    print(f"{label:<36}{r:9.2f}{r * tok / max(steps, 1):10.0f}{loss}{len(rates[key]):6d}")
+print(f"Trainer / hand-written: {a / b:.3f} (paired in-process median {med(paired):.3f}; "
+      f"target >= 0.95)")
+print(f"Trainer / PyTorch:      {a / c:.3f} (target >= 1.3)")
+for check in sorted(set(checks)):
+    print(f"check: {check}")
+if not same_data:
+    print("WARNING: the variants measured different token counts: "
+          + ", ".join(f"{k}={sorted(v)}" for k, v in tokens.items()))
+print("BENCH " + json.dumps({
+    "trainer_over_handwritten": round(a / b, 3),
+    "speedup_vs_pytorch": round(a / c, 3),
+}))

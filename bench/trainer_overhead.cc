@@ -1,0 +1,272 @@
+// What the Trainer costs over a hand-written loop: steps/s of train_lm's ByteLm (default
+// LmConfig) on the train split of /usr/share/common-licenses, one process, one thread,
+// per-device batch 8, AdamW (lr 3e-3, weight decay 0.01 except biases and norms), global
+// gradient clipping at 1.0, linear schedule without warmup:
+//   trainer      cohort::trainer::Trainer (report_to none)
+//   handwritten  the minimal LibTorch loop a user would write instead: torch::optim::AdamW,
+//                token-mean loss, clip_grad_norm_, the same batches in the same order
+//                (GlobalBatchPlan, as the Trainer's loader) and the same initial weights.
+// Both run in the same process, alternating (A B, then B A, ...). Steps/s is measured from
+// the end of warmup step W to the end of the last step. Prints per run:
+//   RATE trainer|handwritten <steps/s> <measured steps> <tokens in measured steps>
+//   LOSS trainer|handwritten <mean loss over all steps>
+// and once: CHECK param_max_abs_diff <max |p_trainer - p_handwritten| after the first pair>.
+// --dump-order FILE writes the batches (train-split indices, one step per line) for the
+// PyTorch baseline (bench/trainer_overhead_pytorch.py) and exits.
+// scripts/bench trainer_overhead runs it next to that baseline.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/optim/adamw.h>
+// torch/types.h first: clip_grad.h does not include what it uses.
+// clang-format off
+#include <torch/types.h>
+#include <torch/nn/utils/clip_grad.h>
+// clang-format on
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "cohort/dist/device.h"
+#include "cohort/dist/runtime.h"
+#include "cohort/trainer/training_args.h"
+#include "lm_model.h"
+
+using namespace cohort;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr std::int64_t kBatch = 8;
+constexpr double kLr = 3e-3;
+constexpr double kWeightDecay = 0.01;
+constexpr double kMaxGradNorm = 1.0;
+constexpr std::uint64_t kDataSeed = 42;
+constexpr std::uint64_t kInitSeed = 0;
+
+struct Options {
+  int steps = 100;  // measured
+  int warmup = 10;
+  int repeats = 2;  // pairs of runs
+  std::string dumpOrder;
+};
+
+struct Run {
+  std::vector<Clock::time_point> stepEnds;  // one per step
+  std::shared_ptr<torch::nn::Module> model;
+  double meanLoss = 0.0;  // over all steps
+};
+
+double stepsPerSecond(const Run& r, int warmup) {
+  const auto& t = r.stepEnds;
+  const double sec = std::chrono::duration<double>(t.back() - t[warmup - 1]).count();
+  return static_cast<double>(t.size() - static_cast<std::size_t>(warmup)) / sec;
+}
+
+// HF's rule, as the Trainer's default: no decay for biases and normalisation weights.
+bool decays(const std::string& name) {
+  return name.find("bias") == std::string::npos && name.find("norm") == std::string::npos &&
+         name.find("ln") == std::string::npos;
+}
+
+class StepTimer : public trainer::TrainerCallback {
+ public:
+  explicit StepTimer(std::vector<Clock::time_point>& out) : out_(out) {}
+  void onStepEnd(const trainer::TrainerState&, trainer::TrainerControl&) override {
+    out_.push_back(Clock::now());
+  }
+
+ private:
+  std::vector<Clock::time_point>& out_;
+};
+
+Run runTrainer(const std::shared_ptr<examples::ByteTextDataset>& data, int totalSteps,
+               dist::Communicator& comm) {
+  at::manual_seed(kInitSeed);
+  examples::ByteLm model{examples::LmConfig{}};
+  trainer::TrainingArguments args;
+  args.set_output_dir(
+      (std::filesystem::temp_directory_path() / "cohort_trainer_overhead").string());
+  args.set_per_device_train_batch_size(kBatch);
+  args.set_learning_rate(kLr);
+  args.set_weight_decay(kWeightDecay);
+  args.set_max_grad_norm(kMaxGradNorm);
+  args.set_lr_scheduler_type("linear");
+  args.set_max_steps(totalSteps);
+  args.add_report_to("none");
+  args.set_seed(static_cast<std::int64_t>(kDataSeed));
+  args.set_save_strategy("no");
+  Run run;
+  trainer::TrainerParts parts;
+  parts.model = model.ptr();
+  parts.forward = [&](const trainer::Batch& b) {
+    return trainer::ModelOutput{model->forward(b.input), {}};
+  };
+  parts.trainDataset = data;
+  parts.shiftLabels = true;
+  parts.callbacks.push_back(std::make_shared<StepTimer>(run.stepEnds));
+  trainer::Trainer t(args, comm, parts);
+  run.meanLoss = t.train().trainingLoss;
+  run.model = model.ptr();
+  return run;
+}
+
+Run runHandwritten(const std::shared_ptr<examples::ByteTextDataset>& data, int totalSteps) {
+  at::manual_seed(kInitSeed);
+  examples::ByteLm model{examples::LmConfig{}};
+  model->train();
+  std::vector<at::Tensor> decay, noDecay, all;
+  for (const auto& item : model->named_parameters()) {
+    (decays(item.key()) ? decay : noDecay).push_back(item.value());
+    all.push_back(item.value());
+  }
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                 torch::optim::AdamWOptions(kLr).weight_decay(kWeightDecay)));
+  groups.emplace_back(noDecay, std::make_unique<torch::optim::AdamWOptions>(
+                                   torch::optim::AdamWOptions(kLr).weight_decay(0.0)));
+  torch::optim::AdamW optimizer(std::move(groups));
+  trainer::GlobalBatchPlan plan(data->size(), kBatch, 1, 1, false, kDataSeed, true);
+  std::vector<std::int64_t> order = plan.epochOrder(0);
+
+  Run run;
+  double lossSum = 0.0;
+  for (int step = 0; step < totalSteps; ++step) {
+    std::vector<trainer::Sample> samples;
+    for (std::int64_t i : plan.microIndices(order, step, 0, 0)) samples.push_back(data->get(i));
+    trainer::Batch b = trainer::defaultCollate(samples);
+    const double lr = kLr * std::max(0.0, static_cast<double>(totalSteps - step) / totalSteps);
+    for (auto& g : optimizer.param_groups()) {
+      static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+    }
+    optimizer.zero_grad();
+    at::Tensor logits = model->forward(b.input);
+    const std::int64_t T = logits.size(1);
+    at::Tensor target = b.labels.narrow(1, 1, T - 1).reshape({-1});
+    at::Tensor loss =
+        at::cross_entropy_loss(logits.narrow(1, 0, T - 1).reshape({-1, logits.size(-1)}), target,
+                               {}, at::Reduction::Sum, -100) /
+        target.ne(-100).sum();
+    loss.backward();
+    torch::nn::utils::clip_grad_norm_(all, kMaxGradNorm);
+    optimizer.step();
+    lossSum += loss.item<double>();
+    run.stepEnds.push_back(Clock::now());
+  }
+  run.meanLoss = lossSum / totalSteps;
+  run.model = model.ptr();
+  return run;
+}
+
+std::int64_t tokensIn(const examples::ByteTextDataset& data, int fromStep, int toStep) {
+  trainer::GlobalBatchPlan plan(data.size(), kBatch, 1, 1, false, kDataSeed, true);
+  const std::vector<std::int64_t> order = plan.epochOrder(0);
+  std::int64_t tokens = 0;
+  for (int s = fromStep; s < toStep; ++s) {
+    for (std::int64_t i : plan.microIndices(order, s, 0, 0)) tokens += data.get(i).input.numel();
+  }
+  return tokens;
+}
+
+void dumpOrder(const examples::ByteTextDataset& data, int totalSteps, std::int64_t corpusBytes,
+               std::int64_t allChunks, const std::string& path) {
+  trainer::GlobalBatchPlan plan(data.size(), kBatch, 1, 1, false, kDataSeed, true);
+  const std::vector<std::int64_t> order = plan.epochOrder(0);
+  std::ofstream out(path);
+  // Header: what the baseline must reproduce from the corpus before it trusts the indices.
+  out << "corpus_bytes " << corpusBytes << " chunks " << allChunks << " train " << data.size()
+      << "\n";
+  for (int s = 0; s < totalSteps; ++s) {
+    const std::vector<std::int64_t> idx = plan.microIndices(order, s, 0, 0);
+    for (std::size_t k = 0; k < idx.size(); ++k) out << (k ? " " : "") << idx[k];
+    out << "\n";
+  }
+  if (!out) throw ConfigError("cannot write " + path);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--steps") {
+      o.steps = std::atoi(argv[i + 1]);
+    } else if (flag == "--warmup") {
+      o.warmup = std::atoi(argv[i + 1]);
+    } else if (flag == "--repeats") {
+      o.repeats = std::atoi(argv[i + 1]);
+    } else if (flag == "--dump-order") {
+      o.dumpOrder = argv[i + 1];
+    } else {
+      throw ConfigError("unknown option " + flag +
+                        " (--steps N --warmup W --repeats R --dump-order FILE)");
+    }
+  }
+  if (o.steps < 1 || o.warmup < 1 || o.repeats < 1) {
+    throw ConfigError("--steps, --warmup and --repeats must be >= 1");
+  }
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::unique_ptr<dist::Runtime> rt;
+  std::unique_ptr<dist::Communicator> comm;
+  try {
+    at::set_num_threads(1);
+    rt = dist::init(&argc, &argv);
+    const Options o = parse(argc, argv);
+    if (rt->worldSize() != 1) throw ConfigError("bench_trainer_overhead runs as ONE process");
+    const std::string text = examples::readCorpus();
+    const examples::LmConfig cfg;
+    examples::ByteTextDataset all(text, cfg.maxLen);
+    const std::int64_t split = all.size() * 9 / 10;  // train_lm's split
+    auto train = all.slice(0, split);
+    const int total = o.warmup + o.steps;
+    if (!o.dumpOrder.empty()) {
+      dumpOrder(*train, total, static_cast<std::int64_t>(text.size()), all.size(), o.dumpOrder);
+      return 0;
+    }
+    dist::DeviceChoice cpu;
+    comm = dist::makeCommunicator(*rt, cpu);
+    const std::int64_t tokens = tokensIn(*train, o.warmup, total);
+    for (int r = 0; r < o.repeats; ++r) {
+      Run a, b;
+      if (r % 2 == 0) {
+        a = runTrainer(train, total, *comm);
+        b = runHandwritten(train, total);
+      } else {
+        b = runHandwritten(train, total);
+        a = runTrainer(train, total, *comm);
+      }
+      std::printf("RATE trainer %.4f %d %lld\n", stepsPerSecond(a, o.warmup), o.steps,
+                  static_cast<long long>(tokens));
+      std::printf("RATE handwritten %.4f %d %lld\n", stepsPerSecond(b, o.warmup), o.steps,
+                  static_cast<long long>(tokens));
+      std::printf("LOSS trainer %.6f\nLOSS handwritten %.6f\n", a.meanLoss, b.meanLoss);
+      if (r == 0) {
+        // Same initial weights, batches and update rule: the trained weights agree up to
+        // float32 rounding (FusedOptimizer vs torch::optim::AdamW).
+        at::NoGradGuard noGrad;
+        double diff = 0.0;
+        const auto pa = a.model->named_parameters(), pb = b.model->named_parameters();
+        for (const auto& item : pa) {
+          diff = std::max(diff, (item.value() - pb[item.key()]).abs().max().item<double>());
+        }
+        std::printf("CHECK param_max_abs_diff %.3g after %d steps\n", diff, total);
+      }
+      std::fflush(stdout);
+    }
+    comm.reset();
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_trainer_overhead: %s\n", e.what());
+    if (comm) comm->abort(e.what());
+    return trainer::exitCodeFor(e);
+  }
+}
