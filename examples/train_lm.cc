@@ -16,31 +16,6 @@
 
 using namespace cohort;
 
-namespace {
-
-// Held-out perplexity: rank r scores samples r, r+W, ...; sums are all-reduced, so the
-// result is exact for any world size.
-double heldOutPerplexity(examples::ByteLm& model, const trainer::Dataset& data,
-                         dist::Communicator& comm) {
-  at::NoGradGuard noGrad;
-  model->eval();
-  double sums[2] = {0, 0};
-  for (std::int64_t i = comm.rank(); i < data.size(); i += comm.size()) {
-    trainer::Batch b = trainer::defaultCollate({data.get(i)});
-    at::Tensor logits = model->forward(b.input);
-    trainer::ModelOutput out{logits, {}};
-    at::Tensor loss = trainer::tokenMeanLoss(out, b.labels, 1, /*shiftLabels=*/true);
-    sums[0] += loss.item<double>();
-    sums[1] += static_cast<double>(b.labels.size(1) - 1);
-  }
-  at::Tensor t = at::tensor({sums[0], sums[1]}, at::kDouble);
-  comm.allReduce(t);
-  model->train();
-  return std::exp(t[0].item<double>() / t[1].item<double>());
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   int rank = 0;
   std::unique_ptr<dist::Communicator> comm;
@@ -77,10 +52,12 @@ int main(int argc, char** argv) {
     COHORT_LOG_INFO("corpus: {} bytes, {} train / {} held-out sequences", text.size(),
                     train->size(), heldOut->size());
 
-    const double before = heldOutPerplexity(model, *heldOut, *comm);
+    // Held-out perplexity = exp(eval_loss): the token mean over the whole held-out split,
+    // exact for any world size.
     trainer::Trainer t(args, *comm, parts);
+    const double before = std::exp(t.evaluate().at("eval_loss"));
     const trainer::TrainOutput out = t.train();
-    const double after = heldOutPerplexity(model, *heldOut, *comm);
+    const double after = std::exp(t.evaluate().at("eval_loss"));
     if (rank == 0) {
       std::printf("train_lm: %d ranks, %lld steps, train loss %.4f, held-out perplexity %.2f -> "
                   "%.2f (bytes: 256 = uniform)\n",

@@ -25,6 +25,23 @@ torch::nn::Sequential makeModel(at::ScalarType type) {
 
 // Max abs difference relative to the tensor's largest magnitude (elementwise ratios blow
 // up on elements that happen to be near zero).
+// Trains `fused` (GradientSync + FusedOptimizer) and `ref` (a torch optimizer) on the same
+// random inputs for `steps` steps.
+template <typename RefOpt>
+void stepBoth(dist::GradientSync& sync, dist::FusedOptimizer& opt, torch::nn::Sequential& fused,
+              torch::nn::Sequential& ref, RefOpt& refOpt, int steps, at::ScalarType type) {
+  for (int step = 0; step < steps; ++step) {
+    at::Tensor x = at::randn({4, 16}, type);
+    sync.zeroGrad();
+    fused->forward(x).pow(2).sum().backward();
+    sync.finish();
+    opt.step();
+    refOpt.zero_grad();
+    ref->forward(x).pow(2).sum().backward();
+    refOpt.step();
+  }
+}
+
 double maxRelDiff(const at::Tensor& a, const at::Tensor& b) {
   return ((a - b).abs().max() / b.abs().max()).item<double>();
 }
@@ -50,16 +67,7 @@ void compareWithTorch(at::ScalarType type, double tol) {
   torch::optim::AdamW refOpt(std::move(groups), torch::optim::AdamWOptions(o.lr));
 
   at::manual_seed(11);
-  for (int step = 0; step < 6; ++step) {
-    at::Tensor x = at::randn({4, 16}, type);
-    sync.zeroGrad();
-    fused->forward(x).pow(2).sum().backward();
-    sync.finish();
-    opt.step();
-    refOpt.zero_grad();
-    ref->forward(x).pow(2).sum().backward();
-    refOpt.step();
-  }
+  stepBoth(sync, opt, fused, ref, refOpt, 6, type);
   auto fp = fused->named_parameters();
   auto rp = ref->named_parameters();
   for (const auto& kv : rp) {
@@ -88,16 +96,7 @@ TEST(UnitFusedOptimizer, SgdMatchesTorchSgd) {
   dist::FusedOptimizer opt(sync, o);
   torch::optim::SGD refOpt(ref->parameters(), torch::optim::SGDOptions(0.05).weight_decay(0.1));
   at::manual_seed(12);
-  for (int step = 0; step < 5; ++step) {
-    at::Tensor x = at::randn({4, 16}, at::kDouble);
-    sync.zeroGrad();
-    fused->forward(x).pow(2).sum().backward();
-    sync.finish();
-    opt.step();
-    refOpt.zero_grad();
-    ref->forward(x).pow(2).sum().backward();
-    refOpt.step();
-  }
+  stepBoth(sync, opt, fused, ref, refOpt, 5, at::kDouble);
   auto fp = fused->named_parameters();
   for (const auto& kv : ref->named_parameters()) {
     EXPECT_LE(maxRelDiff(fp[kv.key()], kv.value()), 1e-12) << kv.key();
