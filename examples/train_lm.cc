@@ -18,10 +18,13 @@ using namespace cohort;
 
 int main(int argc, char** argv) {
   int rank = 0;
+  // Declared before the communicator so that it is destroyed after it, also when an
+  // exception unwinds: the communicator's engine must stop before MPI is finalised.
+  std::unique_ptr<dist::Runtime> runtime;
   std::unique_ptr<dist::Communicator> comm;
   try {
     at::set_num_threads(1);
-    auto runtime = dist::init(&argc, &argv);
+    runtime = dist::init(&argc, &argv);
     rank = runtime->rank();
     trainer::CommandLine cl = trainer::parseTrainingArgs(argc, argv);
     trainer::TrainingArguments& args = cl.args;
