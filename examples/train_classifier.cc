@@ -9,6 +9,8 @@
 #include <ATen/Parallel.h>
 
 #include <cstdio>
+#include <map>
+#include <string>
 
 #include "classifier_model.h"
 #include "cohort/dist/device.h"
@@ -23,32 +25,12 @@ namespace {
 constexpr std::int64_t kTrainPerClass = 512;
 constexpr std::int64_t kHeldOutPerClass = 128;
 
-// Held-out accuracy, exact for any world size: rank r scores samples r, r+W, ... in
-// batches; the counts of correct answers and of samples are all-reduced.
-double heldOutAccuracy(examples::ByteClassifier& model, const trainer::Dataset& data,
-                       std::int64_t batchSize, dist::Communicator& comm) {
-  at::NoGradGuard noGrad;
-  model->eval();
-  double counts[2] = {0, 0};  // correct, total
-  std::vector<trainer::Sample> samples;
-  auto score = [&] {
-    if (samples.empty()) return;
-    trainer::Batch b = trainer::defaultCollate(samples);
-    at::Tensor predicted = model->forward(b.input).argmax(-1);
-    counts[0] +=
-        static_cast<double>(predicted.eq(b.labels.reshape({-1})).sum().item<std::int64_t>());
-    counts[1] += static_cast<double>(b.size);
-    samples.clear();
-  };
-  for (std::int64_t i = comm.rank(); i < data.size(); i += comm.size()) {
-    samples.push_back(data.get(i));
-    if (static_cast<std::int64_t>(samples.size()) == batchSize) score();
-  }
-  score();
-  at::Tensor t = at::tensor({counts[0], counts[1]}, at::kDouble);
-  comm.allReduce(t);
-  model->train();
-  return t[0].item<double>() / t[1].item<double>();
+// compute_metrics (rank 0, on the gathered held-out predictions in global order): accuracy.
+// preprocess_logits_for_metrics keeps only the argmax per sample, so the gathered arrays are
+// one class id per window instead of one logit per class.
+std::map<std::string, double> accuracy(const trainer::EvalPrediction& p) {
+  const at::Tensor hits = p.predictions.reshape({-1}).eq(p.labels.reshape({-1}));
+  return {{"accuracy", hits.to(at::kDouble).mean().item<double>()}};
 }
 
 }  // namespace
@@ -94,14 +76,21 @@ int main(int argc, char** argv) {
     parts.trainDataset = train;
     parts.evalDataset = heldOut;
     parts.neftuneEmbedding = model->embed.get();
+    parts.computeMetrics = accuracy;
+    parts.preprocessLogitsForMetrics = [](const at::Tensor& logits, const at::Tensor&) {
+      return logits.argmax(-1);
+    };
+    // Per-sample cross-entropy of a [B, classes] logit row against its [B, 1] label.
+    parts.evalLoss = [](const trainer::ModelOutput& o, const at::Tensor& labels) {
+      return trainer::perSampleCrossEntropy(o, labels.reshape({-1}), false);
+    };
     COHORT_LOG_INFO("{} classes, {} train / {} held-out windows of {} bytes", cfg.numClasses,
                     train->size(), heldOut->size(), cfg.window);
 
-    const std::int64_t evalBatch = args.per_device_eval_batch_size();
-    const double before = heldOutAccuracy(model, *heldOut, evalBatch, *comm);
     trainer::Trainer t(args, *comm, parts);
+    const double before = t.evaluate().at("eval_accuracy");
     const trainer::TrainOutput out = t.train();
-    const double after = heldOutAccuracy(model, *heldOut, evalBatch, *comm);
+    const double after = t.evaluate().at("eval_accuracy");
     if (rank == 0) {
       std::printf(
           "train_classifier: %d ranks, %lld steps, train loss %.4f, held-out accuracy "
