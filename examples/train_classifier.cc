@@ -6,7 +6,6 @@
 //   train_classifier: N ranks, S steps, train loss L, held-out accuracy A (chance C; A0 before
 //   training), ...
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <cstdio>
 #include <map>
@@ -17,6 +16,7 @@
 #include "cohort/dist/log.h"
 #include "cohort/dist/runtime.h"
 #include "cohort/trainer/training_args.h"
+#include "example_main.h"
 
 using namespace cohort;
 
@@ -36,22 +36,8 @@ std::map<std::string, double> accuracy(const trainer::EvalPrediction& p) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int rank = 0;
-  // Declared before the communicator so that it is destroyed after it, also when an
-  // exception leaves the try block (MPI must outlive the communication engine).
-  std::unique_ptr<dist::Runtime> runtime;
-  std::unique_ptr<dist::Communicator> comm;
-  try {
-    at::set_num_threads(1);
-    runtime = dist::init(&argc, &argv);
-    rank = runtime->rank();
-    trainer::CommandLine cl = trainer::parseTrainingArgs(argc, argv);
-    trainer::TrainingArguments& args = cl.args;
-    trainer::logWarnings(cl.warnings, rank);
-    trainer::ValidationContext ctx;
-    ctx.hasTrainDataset = true;
-    ctx.hasEvalDataset = true;
-    trainer::validate(args, ctx);  // before the first collective: same error on every rank
+  return examples::runExample(argc, argv, [](examples::ExampleContext& ex) {
+    trainer::TrainingArguments& args = ex.args;
 
     // Read the data before the communicator exists: a missing file is the same ConfigError
     // on every rank, and no collective is left waiting.
@@ -63,7 +49,7 @@ int main(int argc, char** argv) {
                                                                   kTrainPerClass);
     auto heldOut = std::make_shared<examples::LicenseWindowDataset>(texts, Split::kHeldOut,
                                                                     cfg.window, kHeldOutPerClass);
-    comm = dist::makeCommunicator(*runtime, dist::chooseDevice(*runtime));
+    ex.comm = dist::makeCommunicator(ex.runtime, dist::chooseDevice(ex.runtime));
 
     at::manual_seed(static_cast<std::uint64_t>(args.seed()));
     examples::ByteClassifier model(cfg);
@@ -87,25 +73,19 @@ int main(int argc, char** argv) {
     COHORT_LOG_INFO("{} classes, {} train / {} held-out windows of {} bytes", cfg.numClasses,
                     train->size(), heldOut->size(), cfg.window);
 
-    trainer::Trainer t(args, *comm, parts);
+    trainer::Trainer t(args, *ex.comm, parts);
     const double before = t.evaluate().at("eval_accuracy");
     const trainer::TrainOutput out = t.train();
     const double after = t.evaluate().at("eval_accuracy");
-    if (rank == 0) {
+    if (ex.rank == 0) {
       std::printf(
           "train_classifier: %d ranks, %lld steps, train loss %.4f, held-out accuracy "
           "%.4f (chance %.4f; %.4f before training), %lld held-out windows of %lld "
           "licenses\n",
-          comm->size(), static_cast<long long>(out.globalStep), out.trainingLoss, after,
+          ex.comm->size(), static_cast<long long>(out.globalStep), out.trainingLoss, after,
           heldOut->chanceAccuracy(), before, static_cast<long long>(heldOut->size()),
           static_cast<long long>(cfg.numClasses));
       std::printf("train_classifier: outputs in %s\n", args.output_dir().c_str());
     }
-    comm.reset();
-    return 0;
-  } catch (const std::exception& e) {
-    const int code = trainer::reportFatalError(e, rank);
-    if (comm) comm->abort(e.what());
-    return code;
-  }
+  });
 }

@@ -3,7 +3,6 @@
 // perplexity. The README's main job runs it on 2 ranks:
 //   mpirun -np 2 build/examples/train_lm --config examples/train_lm.txtpb [--field=value ...]
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <cmath>
 #include <cstdio>
@@ -12,28 +11,16 @@
 #include "cohort/dist/log.h"
 #include "cohort/dist/runtime.h"
 #include "cohort/trainer/training_args.h"
+#include "example_main.h"
 #include "lm_model.h"
 
 using namespace cohort;
 
 int main(int argc, char** argv) {
-  int rank = 0;
-  // Declared before the communicator so that it is destroyed after it, also when an
-  // exception unwinds: the communicator's engine must stop before MPI is finalised.
-  std::unique_ptr<dist::Runtime> runtime;
-  std::unique_ptr<dist::Communicator> comm;
-  try {
-    at::set_num_threads(1);
-    runtime = dist::init(&argc, &argv);
-    rank = runtime->rank();
-    trainer::CommandLine cl = trainer::parseTrainingArgs(argc, argv);
-    trainer::TrainingArguments& args = cl.args;
-    trainer::ValidationContext ctx;
-    ctx.hasTrainDataset = true;
-    ctx.hasEvalDataset = true;
-    trainer::validate(args, ctx);  // before the first collective: same error on every rank
+  return examples::runExample(argc, argv, [](examples::ExampleContext& ex) {
+    trainer::TrainingArguments& args = ex.args;
 
-    comm = dist::makeCommunicator(*runtime, dist::chooseDevice(*runtime));
+    ex.comm = dist::makeCommunicator(ex.runtime, dist::chooseDevice(ex.runtime));
     const std::string text = examples::readCorpus();
     examples::LmConfig cfg;
     auto all = std::make_shared<examples::ByteTextDataset>(text, cfg.maxLen);
@@ -57,23 +44,17 @@ int main(int argc, char** argv) {
 
     // Held-out perplexity = exp(eval_loss): the token mean over the whole held-out split,
     // exact for any world size.
-    trainer::Trainer t(args, *comm, parts);
+    trainer::Trainer t(args, *ex.comm, parts);
     const double before = std::exp(t.evaluate().at("eval_loss"));
     const trainer::TrainOutput out = t.train();
     const double after = std::exp(t.evaluate().at("eval_loss"));
-    if (rank == 0) {
-      std::printf("train_lm: %d ranks, %lld steps, train loss %.4f, held-out perplexity %.2f -> "
-                  "%.2f (bytes: 256 = uniform)\n",
-                  comm->size(), static_cast<long long>(out.globalStep), out.trainingLoss, before,
-                  after);
+    if (ex.rank == 0) {
+      std::printf(
+          "train_lm: %d ranks, %lld steps, train loss %.4f, held-out perplexity %.2f -> "
+          "%.2f (bytes: 256 = uniform)\n",
+          ex.comm->size(), static_cast<long long>(out.globalStep), out.trainingLoss, before, after);
       std::printf("train_lm: outputs in %s (log_history.jsonl, TensorBoard runs/)\n",
                   args.output_dir().c_str());
     }
-    comm.reset();
-    return 0;
-  } catch (const std::exception& e) {
-    const int code = trainer::reportFatalError(e, rank);
-    if (comm) comm->abort(e.what());
-    return code;
-  }
+  });
 }

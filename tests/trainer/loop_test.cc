@@ -256,14 +256,6 @@ TEST(TrainerClipping, LoggedNormIsGlobalAndPreClip) {
   EXPECT_TRUE(allRanks(std::abs(got - want) <= 1e-9 * want));
 }
 
-}  // namespace
-}  // namespace cohort::test
-
-namespace cohort::test {
-namespace {
-
-using namespace cohort::trainer;
-
 // Callbacks see every step on every rank and steer the loop through TrainerControl:
 // should_stop ends training after the current step, should_log forces a log entry.
 TEST(TrainerCallbacks, ControlStopsAndForcesLogs) {
@@ -297,14 +289,6 @@ TEST(TrainerCallbacks, ControlStopsAndForcesLogs) {
   EXPECT_TRUE(allRanks(out.globalStep == 5 && steer->logs == 1));
 }
 
-}  // namespace
-}  // namespace cohort::test
-
-namespace cohort::test {
-namespace {
-
-using namespace cohort::trainer;
-
 // eval_on_start logs an eval entry at step 0; eval_strategy=steps evaluates every eval_steps;
 // the eval loss equals a direct computation over the eval set with the final parameters.
 TEST(TrainerEvaluation, OnStartAndEveryEvalSteps) {
@@ -320,7 +304,7 @@ TEST(TrainerEvaluation, OnStartAndEveryEvalSteps) {
   auto m = std::make_shared<Linear1>();
   auto parts = quickParts(m, std::make_shared<CountingDataset>(12 * comm->size()));
   parts.evalDataset = std::make_shared<CountingDataset>(7);
-  parts.evalLoss = [m](const ModelOutput& o, const at::Tensor& labels) {
+  parts.evalLoss = [](const ModelOutput& o, const at::Tensor& labels) {
     at::Tensor err = (o.logits.squeeze(-1) - labels.select(-1, 0).to(at::kDouble)).pow(2);
     return SampleLosses{err, at::ones_like(err)};
   };

@@ -1,0 +1,35 @@
+#include "example_main.h"
+
+#include <ATen/Parallel.h>
+
+#include <exception>
+
+namespace cohort::examples {
+
+int runExample(int argc, char** argv, const std::function<void(ExampleContext&)>& body) {
+  int rank = 0;
+  std::unique_ptr<dist::Runtime> runtime;  // declared first: destroyed last
+  std::unique_ptr<dist::Communicator> comm;
+  try {
+    at::set_num_threads(1);
+    runtime = dist::init(&argc, &argv);
+    rank = runtime->rank();
+    trainer::CommandLine cl = trainer::parseTrainingArgs(argc, argv);
+    trainer::logWarnings(cl.warnings, rank);
+    trainer::ValidationContext ctx;
+    ctx.hasTrainDataset = true;
+    ctx.hasEvalDataset = true;
+    trainer::validate(cl.args, ctx);  // before the first collective: same error on every rank
+    ExampleContext ex{*runtime, cl.args, comm, rank};
+    body(ex);
+    comm.reset();
+    return 0;
+  } catch (const std::exception& e) {
+    const int code = trainer::reportFatalError(e, rank);
+    if (comm) comm->abort(e.what());
+    comm.reset();
+    return code;
+  }
+}
+
+}  // namespace cohort::examples

@@ -1,0 +1,29 @@
+// The skeleton every training example shares: start the runtime, parse and validate the
+// TrainingArguments before any collective, run the body, and on an error print one line,
+// abort the communicator so peers do not wait, and map the error to an exit code (2 for a
+// ConfigError). The communicator is destroyed before the runtime on every path: the
+// communication engine must stop before MPI is finalised.
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "cohort/dist/communicator.h"
+#include "cohort/dist/runtime.h"
+#include "cohort/trainer/training_args.h"
+
+namespace cohort::examples {
+
+struct ExampleContext {
+  dist::Runtime& runtime;
+  trainer::TrainingArguments& args;
+  // The body creates it (dist::makeCommunicator) once everything that can fail alike on every
+  // rank (reading data) is done; runExample owns its lifetime.
+  std::unique_ptr<dist::Communicator>& comm;
+  int rank;
+};
+
+// Returns the program's exit code. The example datasets always have a held-out split.
+int runExample(int argc, char** argv, const std::function<void(ExampleContext&)>& body);
+
+}  // namespace cohort::examples
