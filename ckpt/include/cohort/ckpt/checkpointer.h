@@ -1,0 +1,106 @@
+// The collective checkpoint protocol on LibTorch tensors. Every rank writes the pieces of
+// tensors it holds (a 1/N element range of each replicated tensor, its own partition of
+// sharded optimizer state, its own RNG state) into its own shard file; rank 0 publishes the
+// manifest only after every rank reported its shard durable:
+//   1. rank 0 creates checkpoint-is-incomplete.txt (and the directory), fsynced;
+//   2. every rank writes + fsyncs shard-<r>-of-<N>.h5;
+//   3. all ranks exchange reports: any failure -> the SAME CheckpointError on every rank,
+//      nothing published, older checkpoints untouched;
+//   4. rank 0 writes manifest.pb (+ .txtpb), removes the sentinel, fsyncs the directory.
+// Loads read any element range from whichever shards hold it (resharding to M ranks).
+//
+// Checkpointer owns a host (MPI) communicator of its own, so that checkpoint traffic never
+// interleaves with training collectives and an async save can agree from its own thread.
+// COLLECTIVE: constructor, save, saveAsync, wait, load* (all ranks, same order).
+// Thread-safety: one thread drives it (its background writer is internal).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cohort/ckpt/format.h"
+
+namespace cohort::dist {
+class Communicator;
+}
+
+namespace cohort::ckpt {
+
+// A piece of a tensor this rank writes: `data` (CPU or CUDA, any layout; numel = count)
+// holds elements [offset, offset + numel) of the global tensor `name` of shape `shape`.
+struct SavePiece {
+  std::string name;
+  at::Tensor data;
+  std::vector<std::int64_t> shape;
+  std::int64_t offset = 0;
+};
+
+// Elements [offset, offset + dst.numel()) of tensor `name` are read into `dst`.
+struct LoadPiece {
+  std::string name;
+  at::Tensor dst;
+  std::int64_t offset = 0;
+};
+
+struct SaveResult {
+  std::string dir;
+  double seconds = 0.0;    // sentinel to durable manifest
+  std::int64_t bytes = 0;  // payload bytes, all ranks
+};
+
+// dtype names of the format <-> torch scalar types.
+std::string dtypeName(const at::Tensor& t);
+
+class Checkpointer {
+ public:
+  explicit Checkpointer(WriteOptions options = {});
+  ~Checkpointer();  // waits for an async save in flight (its error is logged)
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
+
+  // Writes `dir` (replacing a previous incomplete attempt there). `header` carries the
+  // non-tensor fields (rank 0's is used); tensor entries, shards, world size are filled in.
+  // Throws CheckpointError (same on every rank) when any rank failed.
+  SaveResult save(const std::string& dir, const std::vector<SavePiece>& pieces, Manifest header);
+  // Copies the pieces to host memory now (the only stall), then writes them on a background
+  // thread with the same protocol. At most one in flight: waits for the previous first.
+  void saveAsync(const std::string& dir, const std::vector<SavePiece>& pieces, Manifest header);
+  // Waits for the async save in flight; its result, or nullopt when none was in flight.
+  // Its error is rethrown here (the same on every rank).
+  std::optional<SaveResult> wait();
+  bool asyncInFlight() const { return pending_ != nullptr; }
+
+  // Parses and checks dir's manifest on every rank; a failure on any rank is the same
+  // CheckpointCorrupt everywhere.
+  Manifest loadManifest(const std::string& dir);
+  // Reads every piece (checksums verified); errors agreed as in loadManifest.
+  // Returns the bytes this rank read.
+  std::int64_t load(const std::string& dir, const Manifest& manifest,
+                    const std::vector<LoadPiece>& pieces);
+
+  // Any rank's non-empty `localError` becomes an exception of type E on every rank.
+  template <class E>
+  void agree(const std::string& localError);
+  dist::Communicator& comm() { return *comm_; }
+
+ private:
+  struct Pending;
+  SaveResult saveNow(const std::string& dir, const std::vector<SavePiece>& pieces, Manifest header);
+  std::string firstError(const std::string& localError);
+  WriteOptions options_;
+  std::unique_ptr<dist::Communicator> comm_;
+  std::unique_ptr<Pending> pending_;
+  std::vector<at::Tensor> snapshot_;  // reused host buffers of async saves
+};
+
+template <class E>
+void Checkpointer::agree(const std::string& localError) {
+  const std::string first = firstError(localError);
+  if (!first.empty()) throw E(first);
+}
+
+}  // namespace cohort::ckpt

@@ -1,0 +1,301 @@
+#include "cohort/ckpt/checkpointer.h"
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <map>
+
+#include "cohort/dist/communicator.h"
+#include "cohort/dist/log.h"
+#include "cohort/dist/mpi_backend.h"
+
+namespace cohort::ckpt {
+
+namespace fs = std::filesystem;
+
+std::string dtypeName(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat:
+      return "float32";
+    case at::kDouble:
+      return "float64";
+    case at::kHalf:
+      return "float16";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kLong:
+      return "int64";
+    case at::kInt:
+      return "int32";
+    case at::kShort:
+      return "int16";
+    case at::kChar:
+      return "int8";
+    case at::kByte:
+      return "uint8";
+    case at::kBool:
+      return "bool";
+    default:
+      break;
+  }
+  throw CheckpointError(std::string("checkpoints cannot store dtype ") +
+                        std::string(c10::toString(t.scalar_type())));
+}
+
+namespace {
+
+// Host, contiguous: what the shard writer reads from.
+at::Tensor hostContiguous(const at::Tensor& t) {
+  at::Tensor h = t.device().is_cpu() ? t : t.to(at::kCPU);
+  return h.contiguous();
+}
+
+at::Tensor bytesTensor(const std::string& s) {
+  at::Tensor t = at::empty({static_cast<std::int64_t>(s.size())}, at::kByte);
+  if (!s.empty()) std::memcpy(t.data_ptr(), s.data(), s.size());
+  return t;
+}
+
+}  // namespace
+
+struct Checkpointer::Pending {
+  std::future<SaveResult> result;
+};
+
+Checkpointer::Checkpointer(WriteOptions options) : options_(options) {
+  comm_ = std::make_unique<dist::Communicator>(
+      dist::makeMpiBackend(MPI_COMM_WORLD, dist::BackendOptions::fromEnv()));
+}
+
+Checkpointer::~Checkpointer() {
+  if (!pending_) return;
+  try {
+    wait();
+  } catch (const std::exception& e) {
+    COHORT_LOG_ERROR("async checkpoint save failed: {}", e.what());
+  }
+}
+
+std::string Checkpointer::firstError(const std::string& localError) {
+  std::vector<std::int64_t> sizes;
+  const at::Tensor all = comm_->allGatherV(bytesTensor(localError), &sizes);
+  const auto* p = static_cast<const char*>(all.data_ptr());
+  std::int64_t pos = 0;
+  for (std::size_t r = 0; r < sizes.size(); ++r) {
+    if (sizes[r] > 0) {
+      std::string msg(p + pos, static_cast<std::size_t>(sizes[r]));
+      if (sizes.size() > 1 && msg.rfind("rank ", 0) != 0)
+        msg = "rank " + std::to_string(r) + ": " + msg;
+      return msg;
+    }
+    pos += sizes[r];
+  }
+  return "";
+}
+
+SaveResult Checkpointer::saveNow(const std::string& dir, const std::vector<SavePiece>& pieces,
+                                 Manifest header) {
+  const int rank = comm_->rank(), world = comm_->size();
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string err;
+  if (rank == 0) {
+    try {
+      // A previous attempt at this step (failed, or killed mid-save) is replaced: the
+      // sentinel goes in first, so the directory is never mistaken for a valid one.
+      if (fs::exists(dir)) {
+        createSentinel(dir);
+        for (const auto& e : fs::directory_iterator(dir)) {
+          if (e.path().filename() != kSentinelName) fs::remove_all(e.path());
+        }
+      } else {
+        createSentinel(dir);
+      }
+    } catch (const std::exception& e) {
+      err = e.what();
+    }
+  }
+  agree<CheckpointError>(err.empty() ? "" : "checkpoint " + dir + " not saved: " + err);
+
+  ShardReport report;
+  std::vector<at::Tensor> hold;
+  try {
+    std::vector<ChunkSource> sources;
+    for (const SavePiece& p : pieces) {
+      hold.push_back(hostContiguous(p.data));
+      ChunkSource c;
+      c.name = p.name;
+      c.dtype = dtypeName(p.data);
+      c.shape = p.shape;
+      c.offset = p.offset;
+      c.count = p.data.numel();
+      c.data = hold.back().data_ptr();
+      sources.push_back(std::move(c));
+    }
+    const std::vector<Chunk> chunks =
+        writeShard((fs::path(dir) / shardFileName(rank, world)).string(), sources, options_);
+    std::int64_t bytes = 0;
+    for (std::size_t i = 0; i < chunks.size(); ++i) {
+      TensorEntry* t = report.add_tensors();
+      t->set_name(sources[i].name);
+      t->set_dtype(sources[i].dtype);
+      for (std::int64_t d : sources[i].shape) t->add_shape(d);
+      *t->add_chunks() = chunks[i];
+      t->mutable_chunks(0)->set_shard(static_cast<std::uint32_t>(rank));
+      bytes += sources[i].count * static_cast<std::int64_t>(dtypeSize(sources[i].dtype));
+    }
+    report.set_bytes(bytes);
+  } catch (const std::exception& e) {
+    report.set_error(e.what());
+  }
+  hold.clear();
+
+  // Every rank learns every report: the same error everywhere, or rank 0 has all chunks.
+  std::string wire;
+  report.SerializeToString(&wire);
+  std::vector<std::int64_t> sizes;
+  const at::Tensor all = comm_->allGatherV(bytesTensor(wire), &sizes);
+  std::vector<ShardReport> reports(sizes.size());
+  std::int64_t pos = 0, totalBytes = 0;
+  std::string firstFailure;
+  for (std::size_t r = 0; r < sizes.size(); ++r) {
+    reports[r].ParseFromArray(static_cast<const char*>(all.data_ptr()) + pos,
+                              static_cast<int>(sizes[r]));
+    pos += sizes[r];
+    totalBytes += reports[r].bytes();
+    if (firstFailure.empty() && !reports[r].error().empty()) {
+      firstFailure = "rank " + std::to_string(r) + ": " + reports[r].error();
+    }
+  }
+  if (!firstFailure.empty()) {
+    throw CheckpointError("checkpoint " + dir + " not saved (" + firstFailure +
+                          "); earlier checkpoints are untouched");
+  }
+
+  err.clear();
+  if (rank == 0) {
+    try {
+      std::map<std::string, TensorEntry> merged;
+      for (std::size_t r = 0; r < reports.size(); ++r) {
+        for (const TensorEntry& t : reports[r].tensors()) {
+          auto [it, fresh] = merged.try_emplace(t.name(), t);
+          if (!fresh) {
+            if (it->second.dtype() != t.dtype()) {
+              throw CheckpointError("tensor " + t.name() + " has different dtypes on ranks");
+            }
+            *it->second.add_chunks() = t.chunks(0);
+          }
+        }
+      }
+      Manifest m = std::move(header);
+      m.clear_tensors();
+      m.clear_shards();
+      m.set_format_version(1);
+      m.set_created_by("cohort 0.1.0");
+      m.set_world_size(world);
+      for (int r = 0; r < world; ++r) m.add_shards(shardFileName(r, world));
+      m.set_checksum_block_bytes(options_.checksumBlockBytes);
+      m.set_total_bytes(totalBytes);
+      for (auto& [name, t] : merged) {
+        std::sort(t.mutable_chunks()->begin(), t.mutable_chunks()->end(),
+                  [](const Chunk& a, const Chunk& b) { return a.offset() < b.offset(); });
+        *m.add_tensors() = std::move(t);
+      }
+      m.set_save_seconds(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      checkManifest(m, "the manifest being written for " + dir);  // a gap is a bug: refuse
+      writeManifest(dir, m);
+      removeSentinel(dir);
+    } catch (const std::exception& e) {
+      err = e.what();
+    }
+  }
+  agree<CheckpointError>(err.empty() ? "" : "checkpoint " + dir + " not published: " + err);
+  SaveResult out;
+  out.dir = dir;
+  out.bytes = totalBytes;
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return out;
+}
+
+SaveResult Checkpointer::save(const std::string& dir, const std::vector<SavePiece>& pieces,
+                              Manifest header) {
+  wait();
+  return saveNow(dir, pieces, std::move(header));
+}
+
+void Checkpointer::saveAsync(const std::string& dir, const std::vector<SavePiece>& pieces,
+                             Manifest header) {
+  wait();
+  // Snapshot into reused host buffers: the training may change the originals right after.
+  if (snapshot_.size() != pieces.size()) snapshot_.assign(pieces.size(), at::Tensor());
+  std::vector<SavePiece> copies = pieces;
+  for (std::size_t i = 0; i < pieces.size(); ++i) {
+    const at::Tensor& src = pieces[i].data;
+    at::Tensor& buf = snapshot_[i];
+    if (!buf.defined() || buf.numel() != src.numel() || buf.scalar_type() != src.scalar_type()) {
+      buf = at::empty({src.numel()}, src.options().device(at::kCPU));
+    }
+    buf.copy_(src.reshape({-1}));
+    copies[i].data = buf;
+  }
+  auto pending = std::make_unique<Pending>();
+  pending->result = std::async(
+      std::launch::async, [this, dir, copies = std::move(copies), h = std::move(header)]() mutable {
+        return saveNow(dir, copies, std::move(h));
+      });
+  pending_ = std::move(pending);
+}
+
+std::optional<SaveResult> Checkpointer::wait() {
+  if (!pending_) return std::nullopt;
+  std::unique_ptr<Pending> p = std::move(pending_);
+  return p->result.get();  // rethrows the (agreed) error
+}
+
+Manifest Checkpointer::loadManifest(const std::string& dir) {
+  Manifest m;
+  std::string err;
+  try {
+    m = readManifest(dir);
+    if (fs::exists(fs::path(dir) / kSentinelName)) {
+      throw CheckpointCorrupt("checkpoint " + dir + " is incomplete (" + kSentinelName +
+                              " present)");
+    }
+  } catch (const std::exception& e) {
+    err = e.what();
+  }
+  agree<CheckpointCorrupt>(err);
+  return m;
+}
+
+std::int64_t Checkpointer::load(const std::string& dir, const Manifest& manifest,
+                                const std::vector<LoadPiece>& pieces) {
+  std::map<std::string, const TensorEntry*> byName;
+  for (const TensorEntry& t : manifest.tensors()) byName[t.name()] = &t;
+  RangeReader reader(dir, manifest);
+  std::string err;
+  try {
+    for (const LoadPiece& p : pieces) {
+      auto it = byName.find(p.name);
+      if (it == byName.end())
+        throw CheckpointCorrupt(dir + ": no tensor " + p.name + " in the manifest");
+      if (it->second->dtype() != dtypeName(p.dst)) {
+        throw CheckpointCorrupt(dir + ": tensor " + p.name + " is " + it->second->dtype() +
+                                ", the model has " + dtypeName(p.dst));
+      }
+      const bool inPlace = p.dst.device().is_cpu() && p.dst.is_contiguous();
+      at::Tensor host =
+          inPlace ? p.dst : at::empty({p.dst.numel()}, p.dst.options().device(at::kCPU));
+      reader.read(*it->second, p.offset, p.dst.numel(), host.data_ptr());
+      if (!inPlace) p.dst.copy_(host.view(p.dst.sizes()));
+    }
+  } catch (const std::exception& e) {
+    err = e.what();
+  }
+  agree<CheckpointCorrupt>(err);
+  return reader.bytesRead();
+}
+
+}  // namespace cohort::ckpt

@@ -1,0 +1,141 @@
+// Range reads from shard files with checksum verification. A read covers whole checksum
+// blocks: when the caller wants exactly those bytes they land in its buffer directly,
+// otherwise (a resharded load that needs part of a block) they go through a scratch buffer.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "cohort/ckpt/crc32c.h"
+#include "cohort/ckpt/format.h"
+#include "h5_util.h"
+
+namespace cohort::ckpt {
+
+namespace {
+
+// Opens a chunk's dataset and checks it against the manifest (caller holds the HDF5 lock).
+h5::Id openChecked(hid_t file, const Chunk& chunk, std::size_t elemSize, const std::string& where) {
+  h5::Id dset(H5Dopen2(file, chunk.dataset().c_str(), H5P_DEFAULT));
+  if (!dset.valid()) throw CheckpointCorrupt(where + ": dataset missing (" + h5::lastError() + ")");
+  h5::Id type(H5Dget_type(dset.get()));
+  h5::Id space(H5Dget_space(dset.get()));
+  hsize_t dims[1] = {0};
+  if (H5Sget_simple_extent_ndims(space.get()) != 1 ||
+      H5Sget_simple_extent_dims(space.get(), dims, nullptr) != 1 ||
+      static_cast<std::int64_t>(dims[0]) != chunk.count() || H5Tget_size(type.get()) != elemSize) {
+    throw CheckpointCorrupt(where + ": shape or element size differs from the manifest");
+  }
+  return dset;
+}
+
+}  // namespace
+
+ShardReader::ShardReader(const std::string& path, std::int64_t checksumBlockBytes)
+    : path_(path), blockBytes_(checksumBlockBytes) {
+  std::lock_guard<std::recursive_mutex> lk(h5::lock());
+  h5::quietErrors();
+  h5::Id fapl(H5Pcreate(H5P_FILE_ACCESS));
+  H5Pset_fapl_sec2(fapl.get());
+  // Probe first: H5Fopen's own message for these cases is vague.
+  if (::access(path.c_str(), R_OK) != 0) throw CheckpointCorrupt("shard " + path + " is missing");
+  if (H5Fis_hdf5(path.c_str()) <= 0) {
+    h5::lastError();
+    throw CheckpointCorrupt("shard " + path + " is not an HDF5 file (damaged header)");
+  }
+  fileId_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
+  if (fileId_ < 0) throw CheckpointCorrupt("cannot open shard " + path + ": " + h5::lastError());
+}
+
+ShardReader::~ShardReader() {
+  std::lock_guard<std::recursive_mutex> lk(h5::lock());
+  if (fileId_ >= 0) H5Fclose(fileId_);
+}
+
+void ShardReader::read(const Chunk& chunk, std::size_t elemSize, std::int64_t from,
+                       std::int64_t count, void* dst) {
+  const std::string where = "shard " + path_ + " dataset " + chunk.dataset();
+  if (from < 0 || count < 0 || from + count > chunk.count()) {
+    throw CheckpointCorrupt(where + ": range outside the chunk");
+  }
+  if (count == 0) {
+    std::lock_guard<std::recursive_mutex> lk(h5::lock());
+    openChecked(fileId_, chunk, elemSize, where);
+    return;
+  }
+  const auto es = static_cast<std::int64_t>(elemSize);
+  const std::int64_t total = chunk.count() * es;
+  const std::int64_t a = from * es, b = (from + count) * es;
+  const std::int64_t firstBlock = a / blockBytes_;
+  const std::int64_t readA = firstBlock * blockBytes_;
+  const std::int64_t readB = std::min(total, (b + blockBytes_ - 1) / blockBytes_ * blockBytes_);
+  const bool direct = readA == a && readB == b;
+  char* buf = static_cast<char*>(dst);
+  if (!direct) {
+    scratch_.resize(static_cast<std::size_t>(readB - readA));
+    buf = scratch_.data();
+  }
+  {
+    std::lock_guard<std::recursive_mutex> lk(h5::lock());
+    h5::Id dset = openChecked(fileId_, chunk, elemSize, where);
+    h5::Id type(H5Dget_type(dset.get()));
+    h5::Id space(H5Dget_space(dset.get()));
+    const hsize_t start[1] = {static_cast<hsize_t>(readA / es)};
+    const hsize_t n[1] = {static_cast<hsize_t>((readB - readA) / es)};
+    H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start, nullptr, n, nullptr);
+    h5::Id mem(H5Screate_simple(1, n, nullptr));
+    // The file type as memory type: bytes are copied as stored, no conversion.
+    if (H5Dread(dset.get(), type.get(), mem.get(), space.get(), H5P_DEFAULT, buf) < 0) {
+      throw CheckpointCorrupt(where + ": read failed (" + h5::lastError() + ")");
+    }
+  }
+  for (std::int64_t pos = readA; pos < readB; pos += blockBytes_) {
+    const std::int64_t k = pos / blockBytes_;
+    const std::int64_t n = std::min(blockBytes_, total - pos);
+    if (k >= chunk.crc32c_size() ||
+        crc32c::value(buf + (pos - readA), static_cast<std::size_t>(n)) != chunk.crc32c(k)) {
+      throw CheckpointCorrupt(where + ": checksum mismatch in block " + std::to_string(k) +
+                              " (bytes " + std::to_string(pos) + ".." + std::to_string(pos + n) +
+                              ")");
+    }
+  }
+  if (!direct) std::memcpy(dst, buf + (a - readA), static_cast<std::size_t>(b - a));
+}
+
+void ShardReader::verify(const Chunk& chunk, std::size_t elemSize) {
+  std::vector<char> all(static_cast<std::size_t>(chunk.count()) * elemSize);
+  read(chunk, elemSize, 0, chunk.count(), all.data());
+}
+
+RangeReader::RangeReader(std::string dir, const Manifest& manifest)
+    : dir_(std::move(dir)), manifest_(manifest) {}
+
+RangeReader::~RangeReader() = default;
+
+void RangeReader::read(const TensorEntry& entry, std::int64_t from, std::int64_t count, void* dst) {
+  const std::size_t es = dtypeSize(entry.dtype());
+  if (from < 0 || count < 0 || from + count > numelOf(entry)) {
+    throw CheckpointCorrupt("tensor " + entry.name() + ": requested range outside the tensor");
+  }
+  std::int64_t covered = 0;
+  for (const Chunk& c : entry.chunks()) {
+    const std::int64_t lo = std::max(from, c.offset());
+    const std::int64_t hi = std::min(from + count, c.offset() + c.count());
+    if (lo >= hi) continue;
+    auto& reader = readers_[c.shard()];
+    if (!reader) {
+      reader =
+          std::make_unique<ShardReader>(dir_ + "/" + manifest_.shards(static_cast<int>(c.shard())),
+                                        manifest_.checksum_block_bytes());
+    }
+    reader->read(c, es, lo - c.offset(), hi - lo,
+                 static_cast<char*>(dst) + (lo - from) * static_cast<std::int64_t>(es));
+    bytesRead_ += (hi - lo) * static_cast<std::int64_t>(es);
+    covered += hi - lo;
+  }
+  if (covered != count) {
+    throw CheckpointCorrupt("tensor " + entry.name() + ": chunks do not cover the range read");
+  }
+}
+
+}  // namespace cohort::ckpt

@@ -1,0 +1,282 @@
+// Writes one shard file. HDF5 lays the file out (datasets, attributes, metadata) but the
+// bulk bytes bypass it: large datasets are created contiguous, allocated early and never
+// filled, aligned to 4 KiB, and after HDF5 has closed the file their bytes are written at
+// the offsets HDF5 reported, through O_DIRECT from aligned staging buffers while the next
+// buffer is filled and checksummed. Buffered writes of a new file are capped far below the
+// disk (~250 vs ~900 MB/s measured here); the result is an ordinary HDF5 file.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <filesystem>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "cohort/ckpt/crc32c.h"
+#include "cohort/ckpt/format.h"
+#include "h5_util.h"
+
+namespace cohort::ckpt {
+
+namespace {
+
+constexpr std::int64_t kAlign = 4096;
+// Datasets at least this large are written by us (aligned, O_DIRECT); smaller ones by HDF5.
+constexpr std::int64_t kDirectThreshold = 64 * 1024;
+constexpr std::int64_t kStageBytes = 8 << 20;
+constexpr int kStageBuffers = 3;
+
+std::string sysError(const std::string& what, const std::string& path) {
+  return what + " " + path + ": " + std::strerror(errno);
+}
+
+struct AlignedBuffer {
+  char* data = nullptr;
+  explicit AlignedBuffer(std::size_t n) {
+    data = static_cast<char*>(std::aligned_alloc(kAlign, n));
+    if (data == nullptr) throw CheckpointError("out of memory for checkpoint staging buffers");
+  }
+  ~AlignedBuffer() { std::free(data); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+};
+
+// Running CRC32C per checksum block across calls (a block may span staging buffers).
+class BlockChecksums {
+ public:
+  explicit BlockChecksums(std::int64_t blockBytes) : block_(blockBytes) {}
+  void add(const char* p, std::int64_t n) {
+    while (n > 0) {
+      const std::int64_t take = std::min(n, block_ - filled_);
+      crc_ = crc32c::extend(crc_, p, static_cast<std::size_t>(take));
+      filled_ += take, p += take, n -= take;
+      if (filled_ == block_) flush();
+    }
+  }
+  std::vector<std::uint32_t> finish() {
+    if (filled_ > 0) flush();
+    return std::move(out_);
+  }
+
+ private:
+  void flush() { out_.push_back(crc_), crc_ = 0, filled_ = 0; }
+  std::int64_t block_, filled_ = 0;
+  std::uint32_t crc_ = 0;
+  std::vector<std::uint32_t> out_;
+};
+
+// Writes staged buffers at file offsets on its own thread: the aligned part through the
+// O_DIRECT descriptor, a final partial 4 KiB (only at a dataset's end) through the buffered
+// one, so no byte outside the dataset is ever touched.
+class DirectWriter {
+ public:
+  DirectWriter(const std::string& path, bool direct) : path_(path) {
+    if (direct) directFd_ = ::open(path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
+    bufferedFd_ = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (bufferedFd_ < 0) throw CheckpointError(sysError("cannot open", path));
+    for (int i = 0; i < kStageBuffers; ++i) {
+      buffers_.push_back(std::make_unique<AlignedBuffer>(kStageBytes));
+      free_.push_back(buffers_.back()->data);
+    }
+    thread_ = std::thread([this] { run(); });
+  }
+  ~DirectWriter() {
+    {
+      std::lock_guard<std::mutex> g(m_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    if (directFd_ >= 0) ::close(directFd_);
+    if (bufferedFd_ >= 0) ::close(bufferedFd_);
+  }
+
+  char* acquire() {
+    std::unique_lock<std::mutex> g(m_);
+    cv_.wait(g, [&] { return !free_.empty() || error_; });
+    rethrowLocked();
+    char* b = free_.front();
+    free_.pop_front();
+    return b;
+  }
+  void submit(char* buf, std::int64_t fileOffset, std::int64_t n) {
+    {
+      std::lock_guard<std::mutex> g(m_);
+      queue_.push_back({buf, fileOffset, n});
+    }
+    cv_.notify_all();
+  }
+  // Waits for every queued write, then makes the file durable.
+  void finish() {
+    std::unique_lock<std::mutex> g(m_);
+    cv_.wait(g, [&] { return (queue_.empty() && !busy_) || error_; });
+    rethrowLocked();
+    if (::fsync(bufferedFd_) != 0) throw CheckpointError(sysError("fsync failed for", path_));
+  }
+
+ private:
+  struct Job {
+    char* buf;
+    std::int64_t off, n;
+  };
+  void rethrowLocked() {
+    if (error_) std::rethrow_exception(error_);
+  }
+  void writeAll(int fd, const char* p, std::int64_t n, std::int64_t off) {
+    while (n > 0) {
+      const ssize_t w = ::pwrite(fd, p, static_cast<std::size_t>(n), off);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) throw CheckpointError(sysError("write failed for", path_));
+      p += w, n -= w, off += w;
+    }
+  }
+  void run() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock<std::mutex> g(m_);
+        cv_.wait(g, [&] { return !queue_.empty() || done_; });
+        if (queue_.empty()) return;
+        job = queue_.front();
+        queue_.pop_front();
+        busy_ = true;
+      }
+      try {
+        std::int64_t aligned =
+            directFd_ >= 0 && job.off % kAlign == 0 ? job.n / kAlign * kAlign : 0;
+        if (aligned > 0) writeAll(directFd_, job.buf, aligned, job.off);
+        if (aligned < job.n)
+          writeAll(bufferedFd_, job.buf + aligned, job.n - aligned, job.off + aligned);
+      } catch (...) {
+        std::lock_guard<std::mutex> g(m_);
+        error_ = std::current_exception();
+      }
+      {
+        std::lock_guard<std::mutex> g(m_);
+        free_.push_back(job.buf);
+        busy_ = false;
+      }
+      cv_.notify_all();
+    }
+  }
+
+  std::string path_;
+  int directFd_ = -1, bufferedFd_ = -1;
+  std::vector<std::unique_ptr<AlignedBuffer>> buffers_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::deque<char*> free_;
+  std::deque<Job> queue_;
+  bool busy_ = false, done_ = false;
+  std::exception_ptr error_;
+  std::thread thread_;
+};
+
+struct Pending {
+  std::size_t index;  // into the chunk list
+  std::int64_t fileOffset, bytes;
+};
+
+}  // namespace
+
+std::vector<Chunk> writeShard(const std::string& path, const std::vector<ChunkSource>& chunks,
+                              const WriteOptions& options) {
+  if (options.checksumBlockBytes <= 0 || options.checksumBlockBytes % 8 != 0) {
+    throw CheckpointError("checksum block size must be a positive multiple of 8");
+  }
+  std::vector<Chunk> out(chunks.size());
+  std::vector<Pending> large;
+  std::int64_t written = 0;
+  auto account = [&](std::int64_t n) {
+    written += n;
+    if (options.failAfterBytesForTesting >= 0 && written > options.failAfterBytesForTesting) {
+      throw CheckpointError("write failed for " + path + ": No space left on device (simulated)");
+    }
+  };
+  std::error_code ec;
+  std::filesystem::remove(path, ec);
+  {
+    std::lock_guard<std::recursive_mutex> lk(h5::lock());
+    h5::quietErrors();
+    h5::Id fapl(H5Pcreate(H5P_FILE_ACCESS));
+    H5Pset_fapl_sec2(fapl.get());
+    H5Pset_alignment(fapl.get(), kDirectThreshold, kAlign);
+    h5::Id file(H5Fcreate(path.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.get()));
+    if (!file.valid()) throw CheckpointError("cannot create " + path + ": " + h5::lastError());
+    h5::Id lcpl(H5Pcreate(H5P_LINK_CREATE));
+    H5Pset_create_intermediate_group(lcpl.get(), 1);
+    std::set<std::string> used;
+    for (std::size_t i = 0; i < chunks.size(); ++i) {
+      const ChunkSource& c = chunks[i];
+      const std::size_t es = dtypeSize(c.dtype);
+      const std::int64_t bytes = c.count * static_cast<std::int64_t>(es);
+      std::string dataset = "/" + c.name;
+      if (!used.insert(dataset).second) dataset += "@" + std::to_string(c.offset);
+      used.insert(dataset);
+      const hsize_t dims[1] = {static_cast<hsize_t>(c.count)};
+      h5::Id space(H5Screate_simple(1, dims, nullptr));
+      h5::Id type = h5::fileTypeFor(c.dtype);
+      h5::Id dcpl(H5Pcreate(H5P_DATASET_CREATE));
+      H5Pset_layout(dcpl.get(), H5D_CONTIGUOUS);
+      H5Pset_alloc_time(dcpl.get(), H5D_ALLOC_TIME_EARLY);
+      H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER);
+      h5::Id dset(H5Dcreate2(file.get(), dataset.c_str(), type.get(), space.get(), lcpl.get(),
+                             dcpl.get(), H5P_DEFAULT));
+      if (!dset.valid()) {
+        throw CheckpointError("cannot create dataset " + dataset + " in " + path + ": " +
+                              h5::lastError());
+      }
+      h5::setStringAttr(dset.get(), "tensor", c.name);
+      h5::setStringAttr(dset.get(), "dtype", c.dtype);
+      const long long off = c.offset;
+      h5::setInt64Attr(dset.get(), "offset", &off, 1);
+      std::vector<long long> shape(c.shape.begin(), c.shape.end());
+      h5::setInt64Attr(dset.get(), "shape", shape.data(), shape.size());
+      Chunk& m = out[i];
+      m.set_dataset(dataset);
+      m.set_offset(c.offset);
+      m.set_count(c.count);
+      const haddr_t addr = bytes >= kDirectThreshold ? H5Dget_offset(dset.get()) : HADDR_UNDEF;
+      if (addr != HADDR_UNDEF) {
+        large.push_back({i, static_cast<std::int64_t>(addr), bytes});
+      } else if (bytes > 0) {
+        account(bytes);
+        if (H5Dwrite(dset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, c.data) < 0) {
+          throw CheckpointError("write failed for " + path + ": " + h5::lastError());
+        }
+        BlockChecksums sums(options.checksumBlockBytes);
+        sums.add(static_cast<const char*>(c.data), bytes);
+        for (std::uint32_t v : sums.finish()) m.add_crc32c(v);
+      }
+    }
+    if (H5Fclose(file.release()) < 0) {
+      throw CheckpointError("cannot close " + path + ": " + h5::lastError());
+    }
+  }
+  // HDF5 has written its metadata; the large datasets' bytes go straight to their offsets.
+  DirectWriter writer(path, options.directIo);
+  for (const Pending& p : large) {
+    const auto* src = static_cast<const char*>(chunks[p.index].data);
+    BlockChecksums sums(options.checksumBlockBytes);
+    for (std::int64_t pos = 0; pos < p.bytes; pos += kStageBytes) {
+      const std::int64_t n = std::min(kStageBytes, p.bytes - pos);
+      account(n);
+      char* buf = writer.acquire();
+      std::memcpy(buf, src + pos, static_cast<std::size_t>(n));
+      sums.add(buf, n);
+      writer.submit(buf, p.fileOffset + pos, n);
+    }
+    for (std::uint32_t v : sums.finish()) out[p.index].add_crc32c(v);
+  }
+  writer.finish();
+  fsyncPath(std::filesystem::path(path).parent_path().string());
+  return out;
+}
+
+}  // namespace cohort::ckpt
