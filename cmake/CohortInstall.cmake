@@ -1,9 +1,11 @@
-# `cmake --install` exports the libraries as the CMake package Cohort:
+# `cmake --install` exports the libraries (dist, ckpt_format, ckpt, trainer) as the package Cohort:
 #   find_package(Cohort REQUIRED)  ->  target_link_libraries(app Cohort::dist Cohort::trainer)
 include(CMakePackageConfigHelpers)
 
-set(COHORT_INSTALL_TARGETS cohort_dist)
-install(DIRECTORY dist/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+set(COHORT_INSTALL_TARGETS cohort_dist cohort_error cohort_ckpt_format cohort_ckpt)
+install(DIRECTORY dist/include/ ckpt/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+# The generated manifest header is part of the checkpoint API.
+install(FILES ${CMAKE_BINARY_DIR}/ckpt/gen/manifest.pb.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 if(TARGET cohort_trainer)
   list(APPEND COHORT_INSTALL_TARGETS cohort_trainer)
   install(DIRECTORY trainer/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})

@@ -95,6 +95,12 @@ std::string Checkpointer::firstError(const std::string& localError) {
   return "";
 }
 
+std::string Checkpointer::shareFromRoot(const std::string& value) {
+  std::vector<std::int64_t> sizes;
+  const at::Tensor all = comm_->allGatherV(bytesTensor(comm_->rank() == 0 ? value : ""), &sizes);
+  return std::string(static_cast<const char*>(all.data_ptr()), static_cast<std::size_t>(sizes[0]));
+}
+
 SaveResult Checkpointer::saveNow(const std::string& dir, const std::vector<SavePiece>& pieces,
                                  Manifest header) {
   const int rank = comm_->rank(), world = comm_->size();

@@ -103,8 +103,18 @@ void ShardReader::read(const Chunk& chunk, std::size_t elemSize, std::int64_t fr
 }
 
 void ShardReader::verify(const Chunk& chunk, std::size_t elemSize) {
-  std::vector<char> all(static_cast<std::size_t>(chunk.count()) * elemSize);
-  read(chunk, elemSize, 0, chunk.count(), all.data());
+  // In pieces of whole checksum blocks (<= 64 MiB unless a block is larger): `cohort ckpt
+  // verify` runs on login nodes, and one chunk can hold gigabytes.
+  const auto es = static_cast<std::int64_t>(elemSize);
+  const std::int64_t pieceBytes = std::max<std::int64_t>(1, (64 << 20) / blockBytes_) * blockBytes_;
+  const std::int64_t pieceElems = std::max<std::int64_t>(1, pieceBytes / es);
+  std::vector<char> buf(static_cast<std::size_t>(std::min(chunk.count(), pieceElems) * es));
+  std::int64_t from = 0;
+  do {
+    const std::int64_t n = std::min(pieceElems, chunk.count() - from);
+    read(chunk, elemSize, from, n, buf.data());
+    from += n;
+  } while (from < chunk.count());
 }
 
 RangeReader::RangeReader(std::string dir, const Manifest& manifest)

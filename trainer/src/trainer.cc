@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "checkpointing.h"
+#include "cohort/ckpt/checkpointer.h"
 #include "cohort/dist/batch_stats.h"
 #include "cohort/dist/env.h"
 #include "cohort/dist/error.h"
@@ -17,6 +19,7 @@
 #include "cohort/trainer/neftune.h"
 #include "cohort/trainer/schedule.h"
 #include "cohort/trainer/training_args.h"
+#include "save_policy.h"
 
 namespace cohort::trainer {
 
@@ -33,6 +36,98 @@ bool defaultDecay(const std::string& name) {
          name.find("ln") == std::string::npos;
 }
 
+std::vector<std::string> splitLines(const std::string& s) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  while (pos < s.size()) {
+    const std::size_t nl = s.find('\n', pos);
+    out.push_back(s.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos));
+    if (nl == std::string::npos) break;
+    pos = nl + 1;
+  }
+  return out;
+}
+
+// COLLECTIVE. Restores the run from resume_from_checkpoint; returns where the data loader
+// continues. With "true", incomplete or corrupt checkpoints are skipped (and reported) in
+// favour of the next older valid one.
+DataPosition resumeRun(const TrainingArguments& args, TrainerState& state, const TrainingState& ts,
+                       ckpt::Checkpointer& cp, const GlobalBatchPlan& plan, bool withOptimizer) {
+  const int rank = ts.comm.rank(), world = ts.comm.size();
+  std::vector<std::string> candidates;
+  const bool latest = resumeKind(args) == ResumeKind::kLatest;
+  if (!latest) {
+    candidates.push_back(args.resume_from_checkpoint());
+  } else {
+    std::vector<std::string> skipped;
+    std::string list;
+    if (rank == 0) {
+      for (const auto& c : resumeCandidates(args.output_dir(), &skipped)) list += c + "\n";
+      for (const auto& line : skipped) COHORT_LOG_WARN("resume: skipping {}", line);
+    }
+    candidates = splitLines(cp.shareFromRoot(list));  // one decision for all ranks
+    if (candidates.empty()) {
+      throw ConfigError(
+          "resume_from_checkpoint=true but no valid checkpoint in " + args.output_dir() +
+          (skipped.empty()
+               ? std::string()
+               : " (" + std::to_string(skipped.size()) + " incomplete or corrupt skipped)"));
+    }
+  }
+  for (std::size_t i = 0; i < candidates.size(); ++i) {
+    const std::string& dir = candidates[i];
+    try {
+      const ckpt::Manifest m = cp.loadManifest(dir);
+      const LoadReport r = loadState(ts, cp, dir, m, withOptimizer, withOptimizer);
+      DataPosition pos = applyHeader(m, state);
+      state.resumedFrom = dir;
+      const ckpt::TrainerStateRecord& t = m.trainer_state();
+      if (t.global_batch() != plan.globalBatch()) {
+        // Same samples seen, but the batches differ from here on: say so.
+        pos.stepInEpoch = std::min(
+            plan.stepsPerEpoch(),
+            (pos.stepInEpoch * t.global_batch() + plan.globalBatch() - 1) / plan.globalBatch());
+        COHORT_LOG_WARN(
+            "resume: the global batch changed from {} to {}; the data position is "
+            "rescaled and the trajectory differs from an uninterrupted run",
+            t.global_batch(), plan.globalBatch());
+      }
+      if (rank == 0) {
+        COHORT_LOG_INFO("resumed from {} at step {} (epoch {:.3f}, {} samples consumed){}", dir,
+                        state.globalStep, state.epoch, state.consumedSamples,
+                        m.world_size() == world ? std::string()
+                                                : fmt::format("; resharded from {} to {} ranks",
+                                                              m.world_size(), world));
+      }
+      if (m.world_size() != world) {
+        COHORT_LOG_INFO("resume: rank {} read {:.1f} MiB from the {} shards", rank,
+                        static_cast<double>(r.bytesRead) / (1 << 20), m.world_size());
+      }
+      if (withOptimizer && !r.optimizerRestored && rank == 0) {
+        COHORT_LOG_WARN(
+            "resume: {} holds no optimizer state (save_only_model); the optimizer "
+            "starts fresh",
+            dir);
+      }
+      if (withOptimizer && !r.rngRestored) {
+        // A rank that did not exist at save time (or a model-only checkpoint): derive a
+        // seed deterministically from the run's seed, the step and the rank.
+        const std::uint64_t seed = static_cast<std::uint64_t>(args.seed()) * 1000003ULL +
+                                   static_cast<std::uint64_t>(state.globalStep) * 7919ULL +
+                                   static_cast<std::uint64_t>(rank);
+        at::manual_seed(seed);
+        COHORT_LOG_INFO("resume: no RNG state for rank {} in {} (saved by {} ranks); seeded {}",
+                        rank, dir, m.world_size(), seed);
+      }
+      return pos;
+    } catch (const CheckpointCorrupt& e) {
+      if (!latest || i + 1 == candidates.size()) throw;
+      if (rank == 0) COHORT_LOG_WARN("resume: skipping {}: {}", dir, e.what());
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 at::Tensor tokenMeanLoss(const ModelOutput& out, const at::Tensor& labels,
@@ -44,8 +139,8 @@ at::Tensor tokenMeanLoss(const ModelOutput& out, const at::Tensor& labels,
     target = target.narrow(-1, 1, target.size(-1) - 1);
   }
   at::Tensor flatLogits = logits.reshape({-1, logits.size(-1)});
-  at::Tensor sum = at::cross_entropy_loss(flatLogits, target.reshape({-1}), {},
-                                          at::Reduction::Sum, /*ignore_index=*/-100);
+  at::Tensor sum = at::cross_entropy_loss(flatLogits, target.reshape({-1}), {}, at::Reduction::Sum,
+                                          /*ignore_index=*/-100);
   return sum / static_cast<double>(std::max<std::int64_t>(1, numItemsInBatch));
 }
 
@@ -60,8 +155,9 @@ Trainer::Trainer(TrainingArguments args, dist::Communicator& comm, TrainerParts 
   }
   if (args_.has_neftune_noise_alpha() && args_.neftune_noise_alpha() > 0 &&
       parts_.neftuneEmbedding == nullptr) {
-    throw ConfigError("neftune_noise_alpha is set but the model has no NoisyEmbedding "
-                      "(TrainerParts::neftuneEmbedding)");
+    throw ConfigError(
+        "neftune_noise_alpha is set but the model has no NoisyEmbedding "
+        "(TrainerParts::neftuneEmbedding)");
   }
   if (!parts_.computeLoss) {
     const bool shift = parts_.shiftLabels;
@@ -114,10 +210,11 @@ TrainOutput Trainer::train() {
                     args_.dataloader_persistent_workers());
   state_ = TrainerState{};
   state_.stepsPerEpoch = plan.stepsPerEpoch();
-  state_.maxSteps = args_.max_steps() > 0
-                        ? args_.max_steps()
-                        : static_cast<std::int64_t>(std::ceil(args_.num_train_epochs() *
-                                                              static_cast<double>(state_.stepsPerEpoch)));
+  state_.maxSteps =
+      args_.max_steps() > 0
+          ? args_.max_steps()
+          : static_cast<std::int64_t>(
+                std::ceil(args_.num_train_epochs() * static_cast<double>(state_.stepsPerEpoch)));
   const std::int64_t warmup = resolveWarmupSteps(args_, state_.maxSteps);
   const std::int64_t logEvery = resolveLoggingSteps(args_, state_.maxSteps);
 
@@ -135,6 +232,14 @@ TrainOutput Trainer::train() {
   ao.eps = args_.adam_epsilon();
   ao.weightDecay = args_.weight_decay();
   dist::FusedOptimizer optimizer(sync, ao, parts_.decayParameter);
+  ckpt::Checkpointer checkpointer;  // COLLECTIVE: its own host communicator
+  const TrainingState ts{model, sync, optimizer, comm_};
+  const bool withOptimizer = !args_.save_only_model();
+  DataPosition next;
+  if (resumeKind(args_) != ResumeKind::kNone) {
+    next = resumeRun(args_, state_, ts, checkpointer, plan, withOptimizer);
+  }
+  loader.seek(next.epoch, next.stepInEpoch);
   const double alpha = args_.has_neftune_noise_alpha() ? args_.neftune_noise_alpha() : 0.0;
   NeftuneScope neftune(alpha > 0 ? parts_.neftuneEmbedding : nullptr, alpha);
 
@@ -143,7 +248,8 @@ TrainOutput Trainer::train() {
     ProgressBarOptions po;
     const std::string mode = env::getString("COHORT_PROGRESS_BAR");
     if (mode == "auto") {
-      po.isTerminal = ProgressBar::stdoutIsTerminal() && std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr;
+      po.isTerminal =
+          ProgressBar::stdoutIsTerminal() && std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr;
     } else {
       po.isTerminal = env::getBool("COHORT_PROGRESS_BAR");
     }
@@ -173,11 +279,70 @@ TrainOutput Trainer::train() {
   const bool evalSteps = args_.eval_strategy() == "steps";
   const std::int64_t evalEvery = evalSteps ? resolveEvalSteps(args_, state_.maxSteps) : 0;
   if (args_.eval_on_start()) evaluate();
-  COHORT_LOG_INFO("training: {} steps ({} per epoch), global batch {} = {} per device x {} ranks "
-                  "x {} accumulation, {} samples",
-                  state_.maxSteps, state_.stepsPerEpoch, plan.globalBatch(),
-                  args_.per_device_train_batch_size(), world,
-                  args_.gradient_accumulation_steps(), parts_.trainDataset->size());
+  COHORT_LOG_INFO(
+      "training: {} steps ({} per epoch), global batch {} = {} per device x {} ranks "
+      "x {} accumulation, {} samples",
+      state_.maxSteps, state_.stepsPerEpoch, plan.globalBatch(),
+      args_.per_device_train_batch_size(), world, args_.gradient_accumulation_steps(),
+      parts_.trainDataset->size());
+
+  // ---- checkpoints (HF's save_strategy, rotation, best model) ----
+  const std::string saveStrategy = args_.save_strategy();
+  const std::int64_t saveEvery =
+      saveStrategy == "steps" ? resolveSaveSteps(args_, state_.maxSteps) : 0;
+  const bool trackBest =
+      args_.has_metric_for_best_model() || args_.load_best_model_at_end() || saveStrategy == "best";
+  double lastLr = args_.learning_rate();
+  auto afterSave = [&](const ckpt::SaveResult& r) {
+    state_.lastCheckpoint = r.dir;
+    if (rank == 0) {
+      COHORT_LOG_INFO("saved {} ({:.1f} MiB in {:.2f} s, {:.0f} MB/s)", r.dir,
+                      static_cast<double>(r.bytes) / (1 << 20), r.seconds,
+                      static_cast<double>(r.bytes) / 1e6 / std::max(1e-9, r.seconds));
+      const int limit = args_.has_save_total_limit() ? args_.save_total_limit() : 0;
+      for (const auto& gone :
+           rotateCheckpoints(args_.output_dir(), limit, state_.bestModelCheckpoint)) {
+        COHORT_LOG_INFO("deleted {} (save_total_limit {})", gone, limit);
+      }
+    }
+    for (auto& cb : parts_.callbacks) cb->onSave(state_, control);
+  };
+  auto finishPendingSave = [&] {
+    if (auto r = checkpointer.wait()) afterSave(*r);
+  };
+  auto saveCheckpoint = [&](bool preempted) {
+    finishPendingSave();
+    const std::string dir = ckpt::checkpointDir(args_.output_dir(), state_.globalStep);
+    if (state_.bestMetric && state_.bestGlobalStep == state_.globalStep) {
+      state_.bestModelCheckpoint = dir;
+    }
+    const ckpt::Manifest header =
+        makeHeader(args_, state_, next, plan.globalBatch(), optimizer.stepCount(), withOptimizer,
+                   lastLr, preempted);
+    const std::vector<ckpt::SavePiece> pieces = savePieces(ts, withOptimizer);
+    if (args_.save_async() && !preempted) {
+      checkpointer.saveAsync(dir, pieces, header);
+    } else {
+      afterSave(checkpointer.save(dir, pieces, header));
+    }
+  };
+  auto updateBest = [&](const std::map<std::string, double>& metrics) {
+    if (!trackBest) return false;
+    const std::string key = bestMetricKey(args_);
+    auto it = metrics.find(key);
+    if (it == metrics.end()) {
+      std::string have;
+      for (const auto& [k, v] : metrics) have += (have.empty() ? "" : ", ") + k;
+      throw ConfigError("metric_for_best_model: \"" + key +
+                        "\" is not among the evaluation "
+                        "metrics (" +
+                        have + ")");
+    }
+    if (!improves(it->second, state_.bestMetric, greaterIsBetter(args_))) return false;
+    state_.bestMetric = it->second;
+    state_.bestGlobalStep = state_.globalStep;
+    return true;
+  };
 
   double intervalLoss = 0.0, totalLoss = 0.0;
   std::int64_t intervalSteps = 0, intervalSamples = 0, intervalTokens = 0;
@@ -191,9 +356,10 @@ TrainOutput Trainer::train() {
     const std::int64_t localItems = dist::countItems(labels, -100, parts_.shiftLabels);
     const dist::GlobalStepStats stats = dist::reduceStepStats(comm_, localItems, false);
 
-    const double lr = args_.learning_rate() *
-                      lrMultiplier(args_.lr_scheduler_type(), state_.globalStep, warmup,
-                                   state_.maxSteps);
+    const double lr =
+        args_.learning_rate() *
+        lrMultiplier(args_.lr_scheduler_type(), state_.globalStep, warmup, state_.maxSteps);
+    lastLr = lr;
     sync.zeroGrad();
     double localLoss = 0.0;
     for (std::size_t m = 0; m < data.micro.size(); ++m) {
@@ -219,10 +385,14 @@ TrainOutput Trainer::train() {
     double normSq = 0.0;
     const auto& grads = sync.bucketGradients();
     for (std::size_t k = 0; k < grads.size(); ++k) {
-      const auto [lo, hi] = dist::partitionOf(static_cast<std::size_t>(grads[k].numel()), world,
-                                              rank);
-      normSq += grads[k].slice(0, static_cast<std::int64_t>(lo), static_cast<std::int64_t>(hi))
-                    .to(at::kDouble).pow(2).sum().item<double>();
+      const auto [lo, hi] =
+          dist::partitionOf(static_cast<std::size_t>(grads[k].numel()), world, rank);
+      normSq += grads[k]
+                    .slice(0, static_cast<std::int64_t>(lo), static_cast<std::int64_t>(hi))
+                    .to(at::kDouble)
+                    .pow(2)
+                    .sum()
+                    .item<double>();
     }
     at::Tensor shared = at::tensor({normSq, localLoss}, at::kDouble);
     comm_.allReduce(shared);
@@ -241,9 +411,11 @@ TrainOutput Trainer::train() {
 
     ++state_.globalStep;
     state_.consumedSamples += data.samplesThisStep;
-    state_.epoch = static_cast<double>(data.epoch) +
-                   static_cast<double>(data.stepInEpoch + 1) /
-                       static_cast<double>(state_.stepsPerEpoch);
+    next = data.stepInEpoch + 1 == state_.stepsPerEpoch
+               ? DataPosition{data.epoch + 1, 0}
+               : DataPosition{data.epoch, data.stepInEpoch + 1};
+    state_.epoch = static_cast<double>(data.epoch) + static_cast<double>(data.stepInEpoch + 1) /
+                                                         static_cast<double>(state_.stepsPerEpoch);
     intervalLoss += stepLoss;
     totalLoss += stepLoss;
     ++intervalSteps;
@@ -253,12 +425,11 @@ TrainOutput Trainer::train() {
     for (auto& cb : parts_.callbacks) cb->onStepEnd(state_, control);
 
     const bool epochEnd = data.stepInEpoch + 1 == state_.stepsPerEpoch;
-    const bool evalNow =
-        control.shouldEvaluate ||
-        (evalSteps && evalEvery > 0 && state_.globalStep % evalEvery == 0 &&
-         static_cast<double>(state_.globalStep) >= args_.eval_delay()) ||
-        (args_.eval_strategy() == "epoch" && epochEnd &&
-         static_cast<double>(data.epoch + 1) > args_.eval_delay());
+    const bool evalNow = control.shouldEvaluate ||
+                         (evalSteps && evalEvery > 0 && state_.globalStep % evalEvery == 0 &&
+                          static_cast<double>(state_.globalStep) >= args_.eval_delay()) ||
+                         (args_.eval_strategy() == "epoch" && epochEnd &&
+                          static_cast<double>(data.epoch + 1) > args_.eval_delay());
     bool doLog = control.shouldLog;
     if (args_.logging_strategy() == "steps") {
       doLog = doLog || (logEvery > 0 && state_.globalStep % logEvery == 0) ||
@@ -274,8 +445,8 @@ TrainOutput Trainer::train() {
       e.values["loss"] = intervalLoss / static_cast<double>(intervalSteps);
       e.values["grad_norm"] = gradNorm;
       e.values["learning_rate"] =
-          args_.learning_rate() * lrMultiplier(args_.lr_scheduler_type(), state_.globalStep,
-                                               warmup, state_.maxSteps);
+          args_.learning_rate() *
+          lrMultiplier(args_.lr_scheduler_type(), state_.globalStep, warmup, state_.maxSteps);
       e.values["samples_per_second"] = static_cast<double>(intervalSamples) / dt;
       e.values["tokens_per_second"] = static_cast<double>(intervalTokens) / dt;
       state_.logHistory.push_back(e);
@@ -287,10 +458,30 @@ TrainOutput Trainer::train() {
       intervalSteps = intervalSamples = intervalTokens = 0;
       intervalStart = Clock::now();
     }
+    bool improved = false;
     if (evalNow) {
       control.shouldEvaluate = false;
-      evaluate();
+      improved = updateBest(evaluate());
     }
+    // HF: a checkpoint every save_steps, at each epoch end, on improvement ("best"), and at
+    // the end of training for "steps"/"epoch".
+    const bool lastStep = state_.globalStep >= state_.maxSteps;
+    const bool saveNow =
+        control.shouldSave || (saveEvery > 0 && state_.globalStep % saveEvery == 0) ||
+        (saveStrategy == "epoch" && epochEnd) || (saveStrategy == "best" && improved) ||
+        (lastStep && (saveStrategy == "steps" || saveStrategy == "epoch"));
+    if (saveNow) {
+      control.shouldSave = false;
+      saveCheckpoint(/*preempted=*/false);
+    }
+  }
+  finishPendingSave();
+  if (args_.load_best_model_at_end() && !state_.bestModelCheckpoint.empty()) {
+    if (rank == 0) {
+      COHORT_LOG_INFO("loading the best model from {} ({} = {})", state_.bestModelCheckpoint,
+                      bestMetricKey(args_), state_.bestMetric.value_or(0.0));
+    }
+    loadModelOnly(ts, checkpointer, state_.bestModelCheckpoint);
   }
 
   const double runtime = seconds(start, Clock::now());

@@ -85,6 +85,8 @@ class Checkpointer {
   // Any rank's non-empty `localError` becomes an exception of type E on every rank.
   template <class E>
   void agree(const std::string& localError);
+  // Rank 0's `value` on every rank (one decision for all, e.g. which checkpoint to load).
+  std::string shareFromRoot(const std::string& value);
   dist::Communicator& comm() { return *comm_; }
 
  private:

@@ -45,6 +45,8 @@ class FusedOptimizer {
   void step(double lr = -1.0);
 
   std::int64_t stepCount() const { return step_; }
+  // Resuming from a checkpoint: Adam's bias correction continues from this count.
+  void setStepCount(std::int64_t steps) { step_ = steps; }
   const OptimizerOptions& options() const { return options_; }
   // Moment buffers, one per bucket, covering GradientSync::ownedRange (for checkpoints).
   const std::vector<at::Tensor>& expAvg() const { return expAvg_; }

@@ -18,6 +18,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,14 @@ struct TrainerState {
   std::int64_t stepsPerEpoch = 0;
   std::int64_t consumedSamples = 0;  // global samples consumed by completed steps
   std::vector<LogEntry> logHistory;
+  // metric_for_best_model's best value so far, the step it was reached at, and the
+  // checkpoint saved at that step (HF's best_metric / best_global_step /
+  // best_model_checkpoint).
+  std::optional<double> bestMetric;
+  std::int64_t bestGlobalStep = 0;
+  std::string bestModelCheckpoint;
+  std::string resumedFrom;  // the checkpoint this run resumed from ("" for a fresh start)
+  std::string lastCheckpoint;  // the newest checkpoint this run completed
 };
 
 // Set by callbacks to steer the loop (HF's TrainerControl).

@@ -1,0 +1,184 @@
+// A small float64 Trainer run for the checkpoint and preemption tests: a 2-layer MLP
+// classifier (with a buffer, so non-parameter state is checkpointed too) on a synthetic
+// dataset. TrainingArguments come from the command line as in the examples; the probe's
+// own flags are:
+//   --probe-out=PATH        rank 0 writes the final parameters and the log history there
+//   --probe-stop-at=N       stop after optimizer step N (a callback sets should_stop)
+//   --probe-metrics=a,b,... the k-th evaluation reports eval_score = the k-th value
+//   --probe-ballast-mb=M    an extra M MiB buffer (slow, large saves)
+//   --probe-step-ms=T       sleep T ms in every forward (time for signals to land)
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cohort/dist/device.h"
+#include "cohort/trainer/evaluation.h"
+#include "cohort/trainer/trainer.h"
+#include "example_main.h"
+
+using namespace cohort;
+
+namespace {
+
+struct ProbeFlags {
+  std::string out;
+  std::int64_t stopAt = -1;
+  std::vector<double> metrics;
+  std::int64_t ballastMb = 0;
+  std::int64_t stepMs = 0;
+};
+
+// Removes the probe's flags from argv (the rest are TrainingArguments).
+ProbeFlags takeFlags(int& argc, char** argv) {
+  ProbeFlags f;
+  int w = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&](const char* name) -> const char* {
+      const std::size_t n = std::strlen(name);
+      return a.compare(0, n, name) == 0 ? argv[i] + n : nullptr;
+    };
+    if (const char* v = value("--probe-out=")) {
+      f.out = v;
+    } else if (const char* v = value("--probe-stop-at=")) {
+      f.stopAt = std::stoll(v);
+    } else if (const char* v = value("--probe-ballast-mb=")) {
+      f.ballastMb = std::stoll(v);
+    } else if (const char* v = value("--probe-step-ms=")) {
+      f.stepMs = std::stoll(v);
+    } else if (const char* v = value("--probe-metrics=")) {
+      std::stringstream ss(v);
+      std::string item;
+      while (std::getline(ss, item, ',')) f.metrics.push_back(std::stod(item));
+    } else {
+      argv[w++] = argv[i];
+    }
+  }
+  argc = w;
+  argv[argc] = nullptr;
+  return f;
+}
+
+constexpr std::int64_t kIn = 6, kHidden = 16, kClasses = 4;
+
+// Sample i: x_j = sin(0.37 i + 1.3 j) (+ a little structure), label from a fixed projection.
+class SyntheticDataset : public trainer::Dataset {
+ public:
+  SyntheticDataset(std::int64_t n, std::int64_t offset) : n_(n), offset_(offset) {}
+  std::int64_t size() const override { return n_; }
+  trainer::Sample get(std::int64_t index) const override {
+    const double i = static_cast<double>(index + offset_);
+    at::Tensor x = at::empty({kIn}, at::kDouble);
+    auto* p = x.data_ptr<double>();
+    double best = -1e9;
+    std::int64_t label = 0;
+    for (std::int64_t j = 0; j < kIn; ++j) p[j] = std::sin(0.37 * i + 1.3 * static_cast<double>(j));
+    for (std::int64_t c = 0; c < kClasses; ++c) {
+      double s = 0;
+      for (std::int64_t j = 0; j < kIn; ++j) s += p[j] * std::cos(static_cast<double>(c * kIn + j));
+      if (s > best) best = s, label = c;
+    }
+    return {x, at::full({1}, label, at::kLong)};
+  }
+
+ private:
+  std::int64_t n_, offset_;
+};
+
+struct ProbeNetImpl : torch::nn::Module {
+  explicit ProbeNetImpl(std::int64_t ballastMb) {
+    fc1 = register_module("fc1", torch::nn::Linear(kIn, kHidden));
+    fc2 = register_module("fc2", torch::nn::Linear(kHidden, kClasses));
+    scale = register_buffer("scale", at::full({kClasses}, 1.5, at::kDouble));
+    if (ballastMb > 0) {
+      ballast = register_buffer("ballast", at::arange(ballastMb * (1 << 17), at::kDouble));
+    }
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    return fc2->forward(at::tanh(fc1->forward(x))) * scale;
+  }
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  at::Tensor scale, ballast;
+};
+TORCH_MODULE(ProbeNet);
+
+struct StopAt : trainer::TrainerCallback {
+  std::int64_t step;
+  explicit StopAt(std::int64_t s) : step(s) {}
+  void onStepEnd(const trainer::TrainerState& st, trainer::TrainerControl& c) override {
+    if (st.globalStep == step) c.shouldStop = true;
+  }
+};
+
+void writeProbe(const std::string& path, torch::nn::Module& model,
+                const trainer::TrainerState& st) {
+  std::ofstream out(path);
+  char buf[64];
+  for (const auto& p : model.named_parameters()) {
+    out << "param " << p.key();
+    const at::Tensor t = p.value().detach().contiguous().to(at::kDouble);
+    for (std::int64_t i = 0; i < t.numel(); ++i) {
+      std::snprintf(buf, sizeof buf, " %.17g", t.data_ptr<double>()[i]);
+      out << buf;
+    }
+    out << "\n";
+  }
+  for (const auto& e : st.logHistory) {
+    for (const char* key : {"loss", "eval_loss", "eval_score"}) {
+      auto it = e.values.find(key);
+      if (it == e.values.end()) continue;
+      std::snprintf(buf, sizeof buf, "%.17g", it->second);
+      out << "log " << key << " " << e.step << " " << buf << "\n";
+    }
+  }
+  out << "final_step " << st.globalStep << "\n";
+  out << "resumed_from " << (st.resumedFrom.empty() ? "-" : st.resumedFrom) << "\n";
+  out << "best " << (st.bestModelCheckpoint.empty() ? "-" : st.bestModelCheckpoint) << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const ProbeFlags flags = takeFlags(argc, argv);
+  return examples::runExample(argc, argv, [&](examples::ExampleContext& ex) {
+    ex.comm = dist::makeCommunicator(ex.runtime, dist::chooseDevice(ex.runtime));
+    at::manual_seed(static_cast<std::uint64_t>(ex.args.seed()));
+    ProbeNet model(flags.ballastMb);
+    model->to(at::kDouble);
+    trainer::TrainerParts parts;
+    parts.model = model.ptr();
+    const std::int64_t stepMs = flags.stepMs;
+    parts.forward = [&model, stepMs](const trainer::Batch& b) {
+      if (stepMs > 0) std::this_thread::sleep_for(std::chrono::milliseconds(stepMs));
+      return trainer::ModelOutput{model->forward(b.input), {}};
+    };
+    parts.trainDataset = std::make_shared<SyntheticDataset>(96, 0);
+    parts.evalDataset = std::make_shared<SyntheticDataset>(24, 1000);
+    parts.evalLoss = [](const trainer::ModelOutput& o, const at::Tensor& labels) {
+      return trainer::perSampleCrossEntropy(o, labels.reshape({-1}), false);
+    };
+    auto evals = std::make_shared<std::size_t>(0);
+    const std::vector<double> seq = flags.metrics;
+    if (!seq.empty()) {
+      parts.computeMetrics = [evals, seq](const trainer::EvalPrediction&) {
+        const double v = seq[std::min(*evals, seq.size() - 1)];
+        ++*evals;
+        return std::map<std::string, double>{{"score", v}};
+      };
+    }
+    if (flags.stopAt > 0) parts.callbacks.push_back(std::make_shared<StopAt>(flags.stopAt));
+    trainer::Trainer t(ex.args, *ex.comm, parts);
+    t.train();
+    if (ex.rank == 0 && !flags.out.empty()) writeProbe(flags.out, *model, t.state());
+  });
+}
