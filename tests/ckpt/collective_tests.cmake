@@ -9,3 +9,28 @@ add_test(NAME ckpt.resume_equivalence
           ${COHORT_CKPT_MPIEXEC})
 set_tests_properties(ckpt.resume_equivalence PROPERTIES LABELS mpi TIMEOUT 600 PROCESSORS 2
   ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
+
+add_executable(cohort_ckpt_tests ${PROJECT_SOURCE_DIR}/tests/mpi_main.cc
+               ${CMAKE_CURRENT_SOURCE_DIR}/checkpointer_test.cc)
+target_include_directories(cohort_ckpt_tests PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+target_link_libraries(cohort_ckpt_tests PRIVATE cohort_ckpt GTest::gtest)
+foreach(np 1 2 4)
+  cohort_add_mpi_test(ckpt.checkpointer.np${np} ${np} 300 mpi $<TARGET_FILE:cohort_ckpt_tests>)
+endforeach()
+
+add_test(NAME ckpt.policies
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/policy_test.sh $<TARGET_FILE:ckpt_train_probe>
+          ${COHORT_CKPT_MPIEXEC})
+set_tests_properties(ckpt.policies PROPERTIES LABELS mpi TIMEOUT 600 PROCESSORS 2
+  ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
+
+if(TARGET cohort)
+  set(COHORT_CKPT_CLI $<TARGET_FILE:cohort>)
+else()
+  set(COHORT_CKPT_CLI -)
+endif()
+add_test(NAME ckpt.crash_safety
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/crash_test.sh $<TARGET_FILE:ckpt_train_probe>
+          ${COHORT_CKPT_CLI} ${COHORT_CKPT_MPIEXEC})
+set_tests_properties(ckpt.crash_safety PROPERTIES LABELS mpi TIMEOUT 600 PROCESSORS 2
+  ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")

@@ -7,7 +7,9 @@
 //   --probe-metrics=a,b,... the k-th evaluation reports eval_score = the k-th value
 //   --probe-ballast-mb=M    an extra M MiB buffer (slow, large saves)
 //   --probe-step-ms=T       sleep T ms in every forward (time for signals to land)
+//   --probe-pid-dir=DIR     each rank writes DIR/rank-<r>.pid (for tests that kill one)
 #include <ATen/ATen.h>
+#include <unistd.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 
@@ -36,6 +38,7 @@ struct ProbeFlags {
   std::vector<double> metrics;
   std::int64_t ballastMb = 0;
   std::int64_t stepMs = 0;
+  std::string pidDir;
 };
 
 // Removes the probe's flags from argv (the rest are TrainingArguments).
@@ -56,6 +59,8 @@ ProbeFlags takeFlags(int& argc, char** argv) {
       f.ballastMb = std::stoll(v);
     } else if (const char* v = value("--probe-step-ms=")) {
       f.stepMs = std::stoll(v);
+    } else if (const char* v = value("--probe-pid-dir=")) {
+      f.pidDir = v;
     } else if (const char* v = value("--probe-metrics=")) {
       std::stringstream ss(v);
       std::string item;
@@ -152,6 +157,9 @@ int main(int argc, char** argv) {
   const ProbeFlags flags = takeFlags(argc, argv);
   return examples::runExample(argc, argv, [&](examples::ExampleContext& ex) {
     ex.comm = dist::makeCommunicator(ex.runtime, dist::chooseDevice(ex.runtime));
+    if (!flags.pidDir.empty()) {
+      std::ofstream(flags.pidDir + "/rank-" + std::to_string(ex.rank) + ".pid") << ::getpid() << "\n";
+    }
     at::manual_seed(static_cast<std::uint64_t>(ex.args.seed()));
     ProbeNet model(flags.ballastMb);
     model->to(at::kDouble);

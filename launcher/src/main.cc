@@ -1,0 +1,60 @@
+// `cohort`: the command-line tool. It only starts processes (run) and reads checkpoints
+// (ckpt); it links no LibTorch, CUDA or MPI so that it starts in milliseconds.
+
+#include <stdio.h>
+#include <string.h>
+
+#include "rank_exec.h"
+#include "run_command.h"
+
+#ifdef COHORT_HAVE_CKPT_CLI
+int runCkptCommand(int argc, char** argv);  // launcher/src/ckpt_command.cc
+#endif
+
+namespace {
+
+const char* kUsage = R"(usage: cohort COMMAND [ARGS...]
+
+commands:
+  run [options] -- PROGRAM [ARGS...]   start PROGRAM on every rank (mpirun or srun)
+  ckpt ...                             list, verify, inspect and export checkpoints
+  --help                               this text; `cohort run --help` for run's options
+  --version                            the version
+
+See docs/launcher.md.
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    fputs(kUsage, stderr);
+    return 2;
+  }
+  const char* command = argv[1];
+  if (strcmp(command, "run") == 0) return cohort::launcher::runRunCommand(argc - 1, argv + 1);
+  // Hidden: what `cohort run` starts on every rank.
+  if (strcmp(command, "_rank-exec") == 0) {
+    return cohort::launcher::runRankExec(argc - 1, argv + 1);
+  }
+  if (strcmp(command, "ckpt") == 0) {
+#ifdef COHORT_HAVE_CKPT_CLI
+    return runCkptCommand(argc - 1, argv + 1);
+#else
+    fputs("cohort ckpt: not built in this configuration\n", stderr);
+    return 2;
+#endif
+  }
+  if (strcmp(command, "--help") == 0 || strcmp(command, "-h") == 0 ||
+      strcmp(command, "help") == 0) {
+    fputs(kUsage, stdout);
+    return 0;
+  }
+  if (strcmp(command, "--version") == 0) {
+    printf("cohort %s\n", COHORT_VERSION);
+    return 0;
+  }
+  fprintf(stderr, "cohort: unknown command '%s' (expected run, ckpt, --help or --version)\n",
+          command);
+  return 2;
+}

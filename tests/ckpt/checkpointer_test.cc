@@ -1,0 +1,177 @@
+// The collective protocol of ckpt::Checkpointer with real ranks: every rank writes a 1/N
+// range, any world size reads any range back, a failure on one rank is the same error on
+// all ranks and publishes nothing, async saves complete in the background.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cohort/ckpt/checkpointer.h"
+#include "cohort/dist/communicator.h"
+#include "cohort/dist/types.h"
+#include "test_util.h"
+
+namespace cohort::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A directory every rank agrees on (rank 0 creates it; the name is broadcast).
+std::string sharedTempDir(ckpt::Checkpointer& cp, const std::string& tag) {
+  std::string dir;
+  if (cp.comm().rank() == 0) {
+    dir = (fs::temp_directory_path() / ("cohort-ckpt-" + tag + "-XXXXXX")).string();
+    if (::mkdtemp(dir.data()) == nullptr) dir.clear();
+  }
+  return cp.shareFromRoot(dir);
+}
+
+// Tensor t (global) as this rank's 1/N piece.
+ckpt::SavePiece pieceOf(const std::string& name, const at::Tensor& t, int world, int rank) {
+  const auto [lo, hi] = dist::partitionOf(static_cast<std::size_t>(t.numel()), world, rank);
+  return {name, t.reshape({-1}).slice(0, static_cast<std::int64_t>(lo), static_cast<std::int64_t>(hi)),
+          t.sizes().vec(), static_cast<std::int64_t>(lo)};
+}
+
+std::vector<at::Tensor> globals() {
+  at::manual_seed(3);
+  return {at::randn({300, 257}, at::kDouble),  // large: the O_DIRECT path, odd size
+          at::randn({7}, at::kFloat),          // small: written by HDF5
+          at::randint(0, 1000, {33, 3}, at::kLong), at::randn({1000}, at::kHalf),
+          at::randn({513}, at::kBFloat16)};
+}
+
+TEST(Checkpointer, EveryRankWritesItsRangeAndAnyRangeReadsBack) {
+  ckpt::Checkpointer cp;
+  const int world = cp.comm().size(), rank = cp.comm().rank();
+  const std::string root = sharedTempDir(cp, "rt");
+  const std::string dir = root + "/checkpoint-3";
+  const auto g = globals();
+  std::vector<ckpt::SavePiece> pieces;
+  for (std::size_t i = 0; i < g.size(); ++i) pieces.push_back(pieceOf("t" + std::to_string(i), g[i], world, rank));
+  ckpt::Manifest header;
+  header.mutable_trainer_state()->set_global_step(3);
+  const ckpt::SaveResult r = cp.save(dir, pieces, header);
+  std::int64_t bytes = 0;
+  for (const auto& t : g) bytes += t.numel() * static_cast<std::int64_t>(t.element_size());
+  EXPECT_EQ(r.bytes, bytes);
+  EXPECT_TRUE(fs::exists(dir + "/manifest.pb"));
+  EXPECT_TRUE(fs::exists(dir + "/manifest.txtpb"));
+  EXPECT_FALSE(fs::exists(dir + "/" + ckpt::kSentinelName));
+  EXPECT_TRUE(fs::exists(dir + "/" + ckpt::shardFileName(world - 1, world)));
+
+  // Read back: every rank reads the full tensors, and a range that crosses shards.
+  const ckpt::Manifest m = cp.loadManifest(dir);
+  EXPECT_EQ(m.world_size(), world);
+  EXPECT_EQ(m.trainer_state().global_step(), 3);
+  std::vector<at::Tensor> full;
+  std::vector<ckpt::LoadPiece> loads;
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    full.push_back(at::zeros_like(g[i]));
+    loads.push_back({"t" + std::to_string(i), full.back(), 0});
+  }
+  at::Tensor mid = at::zeros({50000}, at::kDouble);
+  loads.push_back({"t0", mid, 10000 + rank});
+  cp.load(dir, m, loads);
+  for (std::size_t i = 0; i < g.size(); ++i) EXPECT_TRUE(at::equal(full[i], g[i])) << "tensor " << i;
+  EXPECT_TRUE(at::equal(mid, g[0].reshape({-1}).slice(0, 10000 + rank, 60000 + rank)));
+  EXPECT_TRUE(fs::exists(ckpt::checkpointDir(root, 3)));
+  EXPECT_EQ(ckpt::inspectCheckpoint(dir, true).status, ckpt::CheckpointStatus::kValid);
+  cp.comm().barrier();
+  if (rank == 0) fs::remove_all(root);
+}
+
+TEST(Checkpointer, AFailedRankIsTheSameErrorEverywhereAndNothingIsPublished) {
+  const int rank = [] {
+    int r = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    return r;
+  }();
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  ckpt::WriteOptions bad;
+  if (rank == world - 1) bad.failAfterBytesForTesting = 1000;  // "disk full" on the last rank
+  ckpt::Checkpointer good, failing(bad);
+  const std::string root = sharedTempDir(good, "fail");
+  const auto g = globals();
+  std::vector<ckpt::SavePiece> pieces{pieceOf("w", g[0], world, rank)};
+  good.save(root + "/checkpoint-1", pieces, {});
+  const std::string msg = messageOf<CheckpointError>(
+      [&] { failing.save(root + "/checkpoint-2", pieces, {}); });
+  // The same message on every rank, naming the rank and the file.
+  const std::string expectRank = "rank " + std::to_string(world - 1);
+  EXPECT_NE(msg.find(expectRank), std::string::npos) << msg;
+  EXPECT_NE(msg.find(ckpt::shardFileName(world - 1, world)), std::string::npos) << msg;
+  const std::string all = good.shareFromRoot(msg);
+  EXPECT_EQ(msg, all);
+  EXPECT_FALSE(fs::exists(root + "/checkpoint-2/manifest.pb"));
+  EXPECT_TRUE(fs::exists(root + "/checkpoint-2/" + ckpt::kSentinelName));
+  EXPECT_EQ(ckpt::inspectCheckpoint(root + "/checkpoint-2", false).status,
+            ckpt::CheckpointStatus::kIncomplete);
+  EXPECT_EQ(ckpt::inspectCheckpoint(root + "/checkpoint-1", true).status,
+            ckpt::CheckpointStatus::kValid);
+  // A retry at the same step replaces the failed attempt.
+  good.save(root + "/checkpoint-2", pieces, {});
+  EXPECT_EQ(ckpt::inspectCheckpoint(root + "/checkpoint-2", true).status,
+            ckpt::CheckpointStatus::kValid);
+  good.comm().barrier();
+  if (rank == 0) fs::remove_all(root);
+}
+
+TEST(Checkpointer, CorruptionOnOneRanksReadIsAgreed) {
+  ckpt::Checkpointer cp;
+  const int world = cp.comm().size(), rank = cp.comm().rank();
+  const std::string root = sharedTempDir(cp, "corrupt");
+  const std::string dir = root + "/checkpoint-1";
+  const auto g = globals();
+  cp.save(dir, {pieceOf("w", g[0], world, rank)}, {});
+  const ckpt::Manifest m = cp.loadManifest(dir);
+  cp.comm().barrier();
+  if (rank == 0) {  // flip a byte in the middle of the last shard's payload
+    const std::string shard = dir + "/" + ckpt::shardFileName(world - 1, world);
+    std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(0, std::ios::end);
+    const auto size = static_cast<std::int64_t>(f.tellg());
+    f.seekp(size - 5000);
+    char c = 0;
+    f.read(&c, 1);
+    f.seekp(size - 5000);
+    c = static_cast<char>(c ^ 0x5A);
+    f.write(&c, 1);
+  }
+  cp.comm().barrier();
+  // Only the last rank reads the damaged range; every rank gets the error.
+  at::Tensor part = at::zeros({10}, at::kDouble);
+  std::vector<ckpt::LoadPiece> loads;
+  if (rank == world - 1) loads.push_back({"w", part, g[0].numel() - 10});
+  const std::string msg = messageOf<CheckpointCorrupt>([&] { cp.load(dir, m, loads); });
+  EXPECT_NE(msg.find("checksum mismatch"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(ckpt::shardFileName(world - 1, world)), std::string::npos) << msg;
+  EXPECT_EQ(ckpt::inspectCheckpoint(dir, true).status, ckpt::CheckpointStatus::kCorrupt);
+  cp.comm().barrier();
+  if (rank == 0) fs::remove_all(root);
+}
+
+TEST(Checkpointer, AsyncSaveSnapshotsAtTheCallAndCompletesInTheBackground) {
+  ckpt::Checkpointer cp;
+  const int world = cp.comm().size(), rank = cp.comm().rank();
+  const std::string root = sharedTempDir(cp, "async");
+  at::Tensor w = at::arange(200000, at::kDouble);
+  const at::Tensor expected = w.clone();
+  cp.saveAsync(root + "/checkpoint-1", {pieceOf("w", w, world, rank)}, {});
+  EXPECT_TRUE(cp.asyncInFlight());
+  w.mul_(-1.0);  // training goes on and changes the tensor
+  const auto r = cp.wait();
+  ASSERT_TRUE(allRanks(r.has_value()));
+  EXPECT_FALSE(cp.asyncInFlight());
+  const ckpt::Manifest m = cp.loadManifest(root + "/checkpoint-1");
+  at::Tensor back = at::zeros_like(w);
+  cp.load(root + "/checkpoint-1", m, {{"w", back, 0}});
+  EXPECT_TRUE(at::equal(back, expected));  // the value at saveAsync time
+  cp.comm().barrier();
+  if (rank == 0) fs::remove_all(root);
+}
+
+}  // namespace
+}  // namespace cohort::test

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# HF's checkpoint policies through the Trainer on 2 ranks: save_total_limit rotation with the
+# newest and the best protected, save_strategy=best, load_best_model_at_end.
+# Usage: policy_test.sh PROBE MPIEXEC [MPIEXEC FLAGS...]
+set -euo pipefail
+probe=$1; shift
+mpi=("$@")
+here=$(cd "$(dirname "$0")" && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+common=(--max_steps=8 --logging_steps=1 --learning_rate=0.05 --seed=7 --report_to=none
+        --per_device_train_batch_size=3 --gradient_accumulation_steps=2
+        --eval_strategy=steps --eval_steps=2 --metric_for_best_model=score --greater_is_better=false)
+fail=0
+run() {
+  "${mpi[@]}" -n 2 "$probe" "${common[@]}" "$@" > "$tmp/last.log" 2>&1 ||
+    { cat "$tmp/last.log"; echo "FAILED: $*"; exit 1; }
+}
+expect_dirs() {  # expect_dirs OUT "4 8" WHAT
+  local got
+  got=$(cd "$1" && ls -d checkpoint-* 2>/dev/null | sed 's/checkpoint-//' | sort -n | tr '\n' ' ' | sed 's/ $//')
+  if [[ "$got" == "$2" ]]; then echo "ok   $3: checkpoints {$got}"; else
+    echo "FAIL $3: checkpoints {$got}, expected {$2}"; fail=1; fi
+}
+
+# Scores at steps 2,4,6,8 (lower is better): best at 4.
+run --output_dir="$tmp/l2" --save_steps=2 --save_total_limit=2 --probe-metrics=5,1,3,4
+expect_dirs "$tmp/l2" "4 8" "save_total_limit=2, best=4 != newest"
+run --output_dir="$tmp/l1" --save_steps=2 --save_total_limit=1 --probe-metrics=5,1,3,4
+expect_dirs "$tmp/l1" "4 8" "save_total_limit=1 keeps the best and the newest"
+run --output_dir="$tmp/l2b" --save_steps=2 --save_total_limit=2 --probe-metrics=5,4,3,1
+expect_dirs "$tmp/l2b" "6 8" "save_total_limit=2, best == newest"
+run --output_dir="$tmp/best" --save_strategy=best --probe-metrics=5,1,3,0.5
+expect_dirs "$tmp/best" "2 4 8" "save_strategy=best saves on improvement only"
+grep -q 'best_model_checkpoint: ".*checkpoint-8"' "$tmp/best/checkpoint-8/manifest.txtpb" ||
+  { echo "FAIL best_model_checkpoint not recorded"; fail=1; }
+
+# load_best_model_at_end: the final weights are those of step 4.
+run --output_dir="$tmp/lb" --save_steps=2 --load_best_model_at_end=true \
+    --probe-metrics=5,1,3,4 --probe-out="$tmp/lb.txt"
+grep -q "^best $tmp/lb/checkpoint-4" "$tmp/lb.txt" || { echo "FAIL best is not checkpoint-4"; fail=1; }
+run --output_dir="$tmp/at4" --save_strategy=no --probe-stop-at=4 --probe-metrics=5,1,3,4 \
+    --probe-out="$tmp/at4.txt"
+echo "load_best_model_at_end vs the weights after step 4:"
+python3 "$here/compare_runs.py" "$tmp/at4.txt" "$tmp/lb.txt" --params-only || fail=1
+run --output_dir="$tmp/last" --save_strategy=no --probe-metrics=5,1,3,4 --probe-out="$tmp/last.txt"
+if python3 "$here/compare_runs.py" "$tmp/at4.txt" "$tmp/last.txt" --params-only > /dev/null; then
+  echo "FAIL the step-8 weights equal the step-4 weights: the check above proves nothing"; fail=1
+fi
+exit $fail
