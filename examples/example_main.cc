@@ -4,12 +4,17 @@
 
 #include <exception>
 
+#include "cohort/trainer/preemption.h"
+
 namespace cohort::examples {
 
 int runExample(int argc, char** argv, const std::function<void(ExampleContext&)>& body) {
   int rank = 0;
   std::unique_ptr<dist::Runtime> runtime;  // declared first: destroyed last
   std::unique_ptr<dist::Communicator> comm;
+  // Until the arguments say whether the JIT checkpoint is on, a SIGTERM/SIGUSR1 is recorded
+  // instead of killing the rank halfway through start-up.
+  trainer::installEarlyPreemptionHandlers();
   try {
     at::set_num_threads(1);
     runtime = dist::init(&argc, &argv);
@@ -20,6 +25,7 @@ int runExample(int argc, char** argv, const std::function<void(ExampleContext&)>
     ctx.hasTrainDataset = true;
     ctx.hasEvalDataset = true;
     trainer::validate(cl.args, ctx);  // before the first collective: same error on every rank
+    if (!cl.args.enable_jit_checkpoint()) trainer::releaseEarlyPreemptionHandlers();
     ExampleContext ex{*runtime, cl.args, comm, rank};
     body(ex);
     comm.reset();

@@ -7,6 +7,7 @@
 //   training), ...
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <string>
@@ -74,8 +75,12 @@ int main(int argc, char** argv) {
                     train->size(), heldOut->size(), cfg.window);
 
     trainer::Trainer t(args, *ex.comm, parts);
-    const double before = t.evaluate().at("eval_accuracy");
+    // An evaluation interrupted by a preemption returns no metrics; train() then writes the
+    // JIT checkpoint at once and the program ends (exit 0) for the job to be requeued.
+    const auto start = t.evaluate();
+    const double before = start.count("eval_accuracy") ? start.at("eval_accuracy") : NAN;
     const trainer::TrainOutput out = t.train();
+    if (out.preempted) return;
     const double after = t.evaluate().at("eval_accuracy");
     if (ex.rank == 0) {
       std::printf(

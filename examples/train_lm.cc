@@ -45,8 +45,12 @@ int main(int argc, char** argv) {
     // Held-out perplexity = exp(eval_loss): the token mean over the whole held-out split,
     // exact for any world size.
     trainer::Trainer t(args, *ex.comm, parts);
-    const double before = std::exp(t.evaluate().at("eval_loss"));
+    // An evaluation interrupted by a preemption returns no metrics; train() then writes the
+    // JIT checkpoint at once and the program ends (exit 0) for the job to be requeued.
+    const auto start = t.evaluate();
+    const double before = start.count("eval_loss") ? std::exp(start.at("eval_loss")) : NAN;
     const trainer::TrainOutput out = t.train();
+    if (out.preempted) return;
     const double after = std::exp(t.evaluate().at("eval_loss"));
     if (ex.rank == 0) {
       std::printf(

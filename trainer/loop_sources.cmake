@@ -2,6 +2,7 @@
 list(APPEND COHORT_TRAINER_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/src/data.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/neftune.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/preemption.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/schedule.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/checkpointing.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/save_policy.cc

@@ -34,3 +34,15 @@ add_test(NAME ckpt.crash_safety
           ${COHORT_CKPT_CLI} ${COHORT_CKPT_MPIEXEC})
 set_tests_properties(ckpt.crash_safety PROPERTIES LABELS mpi TIMEOUT 600 PROCESSORS 2
   ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
+
+# Preemption and faults (issue 7): the chaos test and the fault cases, 4 ranks.
+add_test(NAME ckpt.preemption_chaos
+  COMMAND python3 ${CMAKE_CURRENT_SOURCE_DIR}/preemption_chaos.py $<TARGET_FILE:ckpt_train_probe>
+          ${COHORT_CKPT_MPIEXEC})
+set_tests_properties(ckpt.preemption_chaos PROPERTIES LABELS mpi TIMEOUT 1200 PROCESSORS 2
+  ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
+add_test(NAME ckpt.faults
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fault_test.sh $<TARGET_FILE:ckpt_train_probe>
+          ${COHORT_CKPT_CLI} ${COHORT_CKPT_MPIEXEC})
+set_tests_properties(ckpt.faults PROPERTIES LABELS mpi TIMEOUT 600 PROCESSORS 2
+  ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")

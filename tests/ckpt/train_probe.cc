@@ -7,11 +7,17 @@
 //   --probe-metrics=a,b,... the k-th evaluation reports eval_score = the k-th value
 //   --probe-ballast-mb=M    an extra M MiB buffer (slow, large saves)
 //   --probe-step-ms=T       sleep T ms in every forward (time for signals to land)
-//   --probe-pid-dir=DIR     each rank writes DIR/rank-<r>.pid (for tests that kill one)
+//   --probe-pid-dir=DIR     each rank writes DIR/rank-<r>.pid (for tests that kill one) and
+//                           keeps DIR/phase-<r> holding one letter: D (loading a training
+//                           sample), F (training forward), E (evaluation)
+//   --probe-data-ms=T       sleep T ms per training/eval sample fetched
+//   --probe-throw-at=S:R    rank R throws in the forward of step S
+//   --probe-hang-at=S:R     rank R stops (sleeps forever) in the forward of step S
 #include <ATen/ATen.h>
-#include <unistd.h>
+#include <fcntl.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -19,6 +25,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,7 +46,31 @@ struct ProbeFlags {
   std::int64_t ballastMb = 0;
   std::int64_t stepMs = 0;
   std::string pidDir;
+  std::int64_t dataMs = 0;
+  std::int64_t throwStep = -1, throwRank = -1, hangStep = -1, hangRank = -1;
 };
+
+void stepAndRank(const char* v, std::int64_t& step, std::int64_t& rank) {
+  const std::string s = v;
+  const auto colon = s.find(':');
+  step = std::stoll(s.substr(0, colon));
+  rank = colon == std::string::npos ? 0 : std::stoll(s.substr(colon + 1));
+}
+
+// One letter at offset 0 of a per-rank file: what the probe is doing (for chaos tests).
+class PhaseFile {
+ public:
+  void open(const std::string& path) {
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  }
+  void set(char c) const {
+    if (fd_ >= 0) (void)!::pwrite(fd_, &c, 1, 0);
+  }
+
+ private:
+  int fd_ = -1;
+};
+PhaseFile gPhase;
 
 // Removes the probe's flags from argv (the rest are TrainingArguments).
 ProbeFlags takeFlags(int& argc, char** argv) {
@@ -59,6 +90,12 @@ ProbeFlags takeFlags(int& argc, char** argv) {
       f.ballastMb = std::stoll(v);
     } else if (const char* v = value("--probe-step-ms=")) {
       f.stepMs = std::stoll(v);
+    } else if (const char* v = value("--probe-data-ms=")) {
+      f.dataMs = std::stoll(v);
+    } else if (const char* v = value("--probe-throw-at=")) {
+      stepAndRank(v, f.throwStep, f.throwRank);
+    } else if (const char* v = value("--probe-hang-at=")) {
+      stepAndRank(v, f.hangStep, f.hangRank);
     } else if (const char* v = value("--probe-pid-dir=")) {
       f.pidDir = v;
     } else if (const char* v = value("--probe-metrics=")) {
@@ -79,9 +116,12 @@ constexpr std::int64_t kIn = 6, kHidden = 16, kClasses = 4;
 // Sample i: x_j = sin(0.37 i + 1.3 j) (+ a little structure), label from a fixed projection.
 class SyntheticDataset : public trainer::Dataset {
  public:
-  SyntheticDataset(std::int64_t n, std::int64_t offset) : n_(n), offset_(offset) {}
+  SyntheticDataset(std::int64_t n, std::int64_t offset, std::int64_t sleepMs, char phase)
+      : n_(n), offset_(offset), sleepMs_(sleepMs), phase_(phase) {}
   std::int64_t size() const override { return n_; }
   trainer::Sample get(std::int64_t index) const override {
+    gPhase.set(phase_);
+    if (sleepMs_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(sleepMs_));
     const double i = static_cast<double>(index + offset_);
     at::Tensor x = at::empty({kIn}, at::kDouble);
     auto* p = x.data_ptr<double>();
@@ -97,7 +137,8 @@ class SyntheticDataset : public trainer::Dataset {
   }
 
  private:
-  std::int64_t n_, offset_;
+  std::int64_t n_, offset_, sleepMs_;
+  char phase_;
 };
 
 struct ProbeNetImpl : torch::nn::Module {
@@ -119,8 +160,13 @@ TORCH_MODULE(ProbeNet);
 
 struct StopAt : trainer::TrainerCallback {
   std::int64_t step;
-  explicit StopAt(std::int64_t s) : step(s) {}
+  std::shared_ptr<std::int64_t> done;  // completed steps, read by the forward
+  StopAt(std::int64_t s, std::shared_ptr<std::int64_t> d) : step(s), done(std::move(d)) {}
+  void onTrainBegin(const trainer::TrainerState& st, trainer::TrainerControl&) override {
+    *done = st.globalStep;
+  }
   void onStepEnd(const trainer::TrainerState& st, trainer::TrainerControl& c) override {
+    *done = st.globalStep;
     if (st.globalStep == step) c.shouldStop = true;
   }
 };
@@ -158,20 +204,33 @@ int main(int argc, char** argv) {
   return examples::runExample(argc, argv, [&](examples::ExampleContext& ex) {
     ex.comm = dist::makeCommunicator(ex.runtime, dist::chooseDevice(ex.runtime));
     if (!flags.pidDir.empty()) {
-      std::ofstream(flags.pidDir + "/rank-" + std::to_string(ex.rank) + ".pid") << ::getpid() << "\n";
+      gPhase.open(flags.pidDir + "/phase-" + std::to_string(ex.rank));
+      std::ofstream(flags.pidDir + "/rank-" + std::to_string(ex.rank) + ".pid")
+          << ::getpid() << "\n";
     }
     at::manual_seed(static_cast<std::uint64_t>(ex.args.seed()));
     ProbeNet model(flags.ballastMb);
     model->to(at::kDouble);
     trainer::TrainerParts parts;
     parts.model = model.ptr();
-    const std::int64_t stepMs = flags.stepMs;
-    parts.forward = [&model, stepMs](const trainer::Batch& b) {
-      if (stepMs > 0) std::this_thread::sleep_for(std::chrono::milliseconds(stepMs));
+    auto done = std::make_shared<std::int64_t>(0);
+    const int rank = ex.rank;
+    parts.forward = [&model, &flags, done, rank](const trainer::Batch& b) {
+      if (model->is_training()) {
+        gPhase.set('F');
+        const std::int64_t step = *done + 1;
+        if (step == flags.throwStep && rank == flags.throwRank) {
+          throw std::runtime_error("probe: bad batch in step " + std::to_string(step));
+        }
+        if (step == flags.hangStep && rank == flags.hangRank) {
+          for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+        }
+      }
+      if (flags.stepMs > 0) std::this_thread::sleep_for(std::chrono::milliseconds(flags.stepMs));
       return trainer::ModelOutput{model->forward(b.input), {}};
     };
-    parts.trainDataset = std::make_shared<SyntheticDataset>(96, 0);
-    parts.evalDataset = std::make_shared<SyntheticDataset>(24, 1000);
+    parts.trainDataset = std::make_shared<SyntheticDataset>(96, 0, flags.dataMs, 'D');
+    parts.evalDataset = std::make_shared<SyntheticDataset>(24, 1000, flags.dataMs, 'E');
     parts.evalLoss = [](const trainer::ModelOutput& o, const at::Tensor& labels) {
       return trainer::perSampleCrossEntropy(o, labels.reshape({-1}), false);
     };
@@ -184,9 +243,12 @@ int main(int argc, char** argv) {
         return std::map<std::string, double>{{"score", v}};
       };
     }
-    if (flags.stopAt > 0) parts.callbacks.push_back(std::make_shared<StopAt>(flags.stopAt));
+    parts.callbacks.push_back(std::make_shared<StopAt>(flags.stopAt, done));
     trainer::Trainer t(ex.args, *ex.comm, parts);
-    t.train();
+    const trainer::TrainOutput out = t.train();
     if (ex.rank == 0 && !flags.out.empty()) writeProbe(flags.out, *model, t.state());
+    if (ex.rank == 0 && out.preempted)
+      std::printf("probe: preempted at step %lld, %s\n", static_cast<long long>(out.globalStep),
+                  out.checkpoint.c_str());
   });
 }

@@ -5,8 +5,11 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
+#include <fstream>
 
 #include "checkpointing.h"
 #include "cohort/ckpt/checkpointer.h"
@@ -17,6 +20,7 @@
 #include "cohort/dist/gradient_sync.h"
 #include "cohort/dist/log.h"
 #include "cohort/trainer/neftune.h"
+#include "cohort/trainer/preemption.h"
 #include "cohort/trainer/schedule.h"
 #include "cohort/trainer/training_args.h"
 #include "save_policy.h"
@@ -66,6 +70,15 @@ DataPosition resumeRun(const TrainingArguments& args, TrainerState& state, const
       for (const auto& line : skipped) COHORT_LOG_WARN("resume: skipping {}", line);
     }
     candidates = splitLines(cp.shareFromRoot(list));  // one decision for all ranks
+    if (candidates.empty() && cp.shareFromRoot(skipped.empty() ? "" : "x").empty()) {
+      // Nothing was ever saved (the first run of a job that always passes "true"): start
+      // fresh. Only checkpoints that exist but are all unusable are an error.
+      if (rank == 0) {
+        COHORT_LOG_INFO("resume_from_checkpoint=true: no checkpoint in {} yet; starting fresh",
+                        args.output_dir());
+      }
+      return {};
+    }
     if (candidates.empty()) {
       throw ConfigError(
           "resume_from_checkpoint=true but no valid checkpoint in " + args.output_dir() +
@@ -166,6 +179,12 @@ Trainer::Trainer(TrainingArguments args, dist::Communicator& comm, TrainerParts 
     };
   }
   if (!parts_.decayParameter) parts_.decayParameter = defaultDecay;
+  if (args_.enable_jit_checkpoint()) {
+    std::vector<int> signals;
+    for (const auto& name : args_.jit_checkpoint_signals()) signals.push_back(signalFromName(name));
+    if (signals.empty()) signals = {SIGTERM, SIGUSR1};
+    watcher_ = std::make_unique<PreemptionWatcher>(signals, args_.jit_kill_wait());
+  }
 }
 
 Trainer::~Trainer() = default;
@@ -180,10 +199,15 @@ std::map<std::string, double> Trainer::evaluate(const std::string& metricKeyPref
   ep.loss = parts_.evalLoss;
   ep.computeMetrics = parts_.computeMetrics;
   ep.preprocessLogits = parts_.preprocessLogitsForMetrics;
+  if (watcher_) ep.shouldStop = [w = watcher_.get()] { return w->stopRequested(); };
   EvalOptions eo = evalOptionsFromArgs(args_);
   eo.shiftLabels = parts_.shiftLabels;
   eo.metricKeyPrefix = metricKeyPrefix;
+  setTrainingPhase(TrainingPhase::kEval);
   const EvalResult r = trainer::evaluate(comm_, ep, eo);
+  setTrainingPhase(TrainingPhase::kIdle);
+  evalInterrupted_ = r.interrupted;
+  if (r.interrupted) return {};  // a preemption: all ranks stopped at the same batch
   LogEntry e;
   e.step = state_.globalStep;
   e.epoch = state_.epoch;
@@ -278,7 +302,11 @@ TrainOutput Trainer::train() {
   for (auto& cb : parts_.callbacks) cb->onTrainBegin(state_, control);
   const bool evalSteps = args_.eval_strategy() == "steps";
   const std::int64_t evalEvery = evalSteps ? resolveEvalSteps(args_, state_.maxSteps) : 0;
-  if (args_.eval_on_start()) evaluate();
+  bool preempted = false;
+  if (args_.eval_on_start()) {
+    evaluate();
+    preempted = evalInterrupted_;
+  }
   COHORT_LOG_INFO(
       "training: {} steps ({} per epoch), global batch {} = {} per device x {} ranks "
       "x {} accumulation, {} samples",
@@ -311,6 +339,10 @@ TrainOutput Trainer::train() {
     if (auto r = checkpointer.wait()) afterSave(*r);
   };
   auto saveCheckpoint = [&](bool preempted) {
+    setTrainingPhase(TrainingPhase::kSave);
+    struct Idle {
+      ~Idle() { setTrainingPhase(TrainingPhase::kIdle); }
+    } idle;
     finishPendingSave();
     const std::string dir = ckpt::checkpointDir(args_.output_dir(), state_.globalStep);
     if (state_.bestMetric && state_.bestGlobalStep == state_.globalStep) {
@@ -347,14 +379,23 @@ TrainOutput Trainer::train() {
   double intervalLoss = 0.0, totalLoss = 0.0;
   std::int64_t intervalSteps = 0, intervalSamples = 0, intervalTokens = 0;
   auto intervalStart = Clock::now();
-  while (state_.globalStep < state_.maxSteps && !control.shouldStop) {
+  while (!preempted && state_.globalStep < state_.maxSteps && !control.shouldStop) {
+    setTrainingPhase(TrainingPhase::kData);
     StepData data = loader.next();
     std::vector<at::Tensor> labels;
     for (const Batch& b : data.micro) {
       if (b.size > 0) labels.push_back(b.labels);
     }
     const std::int64_t localItems = dist::countItems(labels, -100, parts_.shiftLabels);
-    const dist::GlobalStepStats stats = dist::reduceStepStats(comm_, localItems, false);
+    // The stop request rides the step's one small all-reduce: every rank learns it at the
+    // same step boundary, before this step changes anything.
+    const bool stopHere = watcher_ && watcher_->stopRequested();
+    const dist::GlobalStepStats stats = dist::reduceStepStats(comm_, localItems, stopHere);
+    if (stats.stopRequested) {
+      preempted = true;
+      break;
+    }
+    setTrainingPhase(TrainingPhase::kCompute);
 
     const double lr =
         args_.learning_rate() *
@@ -462,6 +503,10 @@ TrainOutput Trainer::train() {
     if (evalNow) {
       control.shouldEvaluate = false;
       improved = updateBest(evaluate());
+      if (evalInterrupted_) {
+        preempted = true;  // the step itself is complete: it is what gets saved
+        break;
+      }
     }
     // HF: a checkpoint every save_steps, at each epoch end, on improvement ("best"), and at
     // the end of training for "steps"/"epoch".
@@ -475,8 +520,56 @@ TrainOutput Trainer::train() {
       saveCheckpoint(/*preempted=*/false);
     }
   }
+  setTrainingPhase(TrainingPhase::kIdle);
+  std::string jitCheckpoint;
+  if (preempted) {
+    // Who was signalled first, when, and doing what: one small all-reduce each.
+    const bool mine = watcher_->signalled();
+    at::Tensor when = at::tensor({mine ? watcher_->signalWallTime() : 1e300}, at::kDouble);
+    comm_.allReduce(when, dist::ReduceOp::kMin);
+    const double first = when.item<double>();
+    const bool isFirst = mine && watcher_->signalWallTime() == first;
+    at::Tensor who = at::tensor({static_cast<std::int64_t>(isFirst ? rank : world)}, at::kLong);
+    comm_.allReduce(who, dist::ReduceOp::kMin);
+    const std::int64_t firstRank = who.item<std::int64_t>();
+    const bool report = rank == firstRank;
+    at::Tensor what = at::tensor(
+        {static_cast<std::int64_t>(report ? watcher_->signalNumber() : 0),
+         static_cast<std::int64_t>(report ? static_cast<int>(watcher_->phaseAtSignal()) : 0)},
+        at::kLong);
+    comm_.allReduce(what, dist::ReduceOp::kSum);
+    // The last COMPLETED step: saved now unless a (periodic or async) save of it exists.
+    finishPendingSave();
+    jitCheckpoint = ckpt::checkpointDir(args_.output_dir(), state_.globalStep);
+    if (state_.lastCheckpoint != jitCheckpoint) saveCheckpoint(/*preempted=*/true);
+    const double durable =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count() -
+        first;
+    if (rank == 0) {
+      // The contract with the batch script (docs/slurm.md): PREEMPTED names the checkpoint,
+      // written atomically after the checkpoint is durable.
+      const std::string marker = args_.output_dir() + "/PREEMPTED";
+      {
+        std::ofstream m(marker + ".tmp");
+        m << std::filesystem::path(jitCheckpoint).filename().string() << "\n";
+      }
+      ckpt::fsyncPath(marker + ".tmp");
+      std::filesystem::rename(marker + ".tmp", marker);
+      ckpt::fsyncPath(args_.output_dir());
+      const std::time_t t = static_cast<std::time_t>(first);
+      char at[32];
+      std::strftime(at, sizeof at, "%H:%M:%S", std::localtime(&t));
+      COHORT_LOG_INFO(
+          "preemption: {} received on rank {} at {}.{:03d} during {}; stop agreed at "
+          "step {}; checkpoint {} durable {:.2f} s after the signal",
+          signalName(static_cast<int>(what[0].item<std::int64_t>())), firstRank, at,
+          static_cast<int>((first - std::floor(first)) * 1000),
+          phaseName(static_cast<TrainingPhase>(what[1].item<std::int64_t>())), state_.globalStep,
+          jitCheckpoint, durable);
+    }
+  }
   finishPendingSave();
-  if (args_.load_best_model_at_end() && !state_.bestModelCheckpoint.empty()) {
+  if (!preempted && args_.load_best_model_at_end() && !state_.bestModelCheckpoint.empty()) {
     if (rank == 0) {
       COHORT_LOG_INFO("loading the best model from {} ({} = {})", state_.bestModelCheckpoint,
                       bestMetricKey(args_), state_.bestMetric.value_or(0.0));
@@ -487,6 +580,8 @@ TrainOutput Trainer::train() {
   const double runtime = seconds(start, Clock::now());
   TrainOutput out;
   out.globalStep = state_.globalStep;
+  out.preempted = preempted;
+  out.checkpoint = preempted ? jitCheckpoint : state_.lastCheckpoint;
   out.trainingLoss = state_.globalStep > 0 ? totalLoss / static_cast<double>(state_.globalStep) : 0;
   out.metrics["train_runtime"] = runtime;
   out.metrics["train_samples_per_second"] = static_cast<double>(state_.consumedSamples) / runtime;

@@ -21,6 +21,7 @@
 
 #include "cohort/dist/error.h"
 #include "cohort/dist/log.h"
+#include "cohort/trainer/preemption.h"
 #include "cohort/trainer/reporting.h"
 
 namespace cohort::trainer {
@@ -736,6 +737,14 @@ Warnings validate(const TrainingArguments& a, const ValidationContext& ctx) {
   }
   if (a.jit_kill_wait() < 0)
     fail("jit_kill_wait", "must be >= 0 seconds (got " + num(a.jit_kill_wait()) + ")");
+  for (const auto& sig : a.jit_checkpoint_signals()) {
+    try {
+      signalFromName(sig);
+    } catch (const ConfigError&) {
+      fail("jit_checkpoint_signals", "unknown signal \"" + sig +
+                                         "\" (allowed: SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2)");
+    }
+  }
   return warnings;
 }
 

@@ -35,6 +35,7 @@ class Module;
 namespace cohort::trainer {
 
 class NoisyEmbeddingImpl;
+class PreemptionWatcher;
 
 struct ModelOutput {
   at::Tensor logits;
@@ -115,12 +116,18 @@ struct TrainerParts {
 
 struct TrainOutput {
   std::int64_t globalStep = 0;
+  // A preemption signal (enable_jit_checkpoint) stopped the run: `checkpoint` holds the
+  // step's durable checkpoint and <output_dir>/PREEMPTED names it. The program should exit 0
+  // now (no further evaluation); a requeued run resumes with resume_from_checkpoint=true.
+  bool preempted = false;
+  std::string checkpoint;
   double trainingLoss = 0.0;              // mean of the step losses
   std::map<std::string, double> metrics;  // train_runtime, train_samples_per_second, ...
 };
 
 // Owns its optimizer, data loader and reporters; borrows `comm` (must outlive it).
-// train() is COLLECTIVE. Not thread-safe.
+// train() is COLLECTIVE. Not thread-safe. With enable_jit_checkpoint the Trainer owns the
+// process's handlers of the preemption signals while it exists (one Trainer at a time).
 class Trainer {
  public:
   // Validates args (ConfigError naming the field) before any collective.
@@ -146,6 +153,9 @@ class Trainer {
   std::vector<std::unique_ptr<Reporter>> reporters_;
   ProgressBar* bar_ = nullptr;  // during train() on rank 0
   TrainerControl* control_ = nullptr;  // during train()
+  // enable_jit_checkpoint: installed by the constructor, for the Trainer's lifetime.
+  std::unique_ptr<PreemptionWatcher> watcher_;
+  bool evalInterrupted_ = false;  // the last evaluate() stopped for a preemption
 };
 
 // The default loss: sum of token cross-entropies over targets != -100 divided by the global
