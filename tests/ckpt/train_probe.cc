@@ -172,7 +172,7 @@ struct StopAt : trainer::TrainerCallback {
 };
 
 void writeProbe(const std::string& path, torch::nn::Module& model,
-                const trainer::TrainerState& st) {
+                const trainer::TrainerState& st, const trainer::TrainOutput& result) {
   std::ofstream out(path);
   char buf[64];
   for (const auto& p : model.named_parameters()) {
@@ -192,6 +192,7 @@ void writeProbe(const std::string& path, torch::nn::Module& model,
       out << "log " << key << " " << e.step << " " << buf << "\n";
     }
   }
+  for (const auto& [k, v] : result.metrics) out << "metric " << k << " " << v << "\n";
   out << "final_step " << st.globalStep << "\n";
   out << "resumed_from " << (st.resumedFrom.empty() ? "-" : st.resumedFrom) << "\n";
   out << "best " << (st.bestModelCheckpoint.empty() ? "-" : st.bestModelCheckpoint) << "\n";
@@ -246,7 +247,7 @@ int main(int argc, char** argv) {
     parts.callbacks.push_back(std::make_shared<StopAt>(flags.stopAt, done));
     trainer::Trainer t(ex.args, *ex.comm, parts);
     const trainer::TrainOutput out = t.train();
-    if (ex.rank == 0 && !flags.out.empty()) writeProbe(flags.out, *model, t.state());
+    if (ex.rank == 0 && !flags.out.empty()) writeProbe(flags.out, *model, t.state(), out);
     if (ex.rank == 0 && out.preempted)
       std::printf("probe: preempted at step %lld, %s\n", static_cast<long long>(out.globalStep),
                   out.checkpoint.c_str());
