@@ -13,8 +13,11 @@
 //   --probe-data-ms=T       sleep T ms per training/eval sample fetched
 //   --probe-throw-at=S:R    rank R throws in the forward of step S
 //   --probe-hang-at=S:R     rank R stops (sleeps forever) in the forward of step S
+//   --probe-kill-at=S:R     rank R SIGKILLs itself in the forward of step S, only in the first
+//                           attempt of a `cohort run --max-restarts` job (COHORT_RESTART_COUNT)
 #include <ATen/ATen.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 #include <unistd.h>
@@ -22,6 +25,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -48,6 +52,7 @@ struct ProbeFlags {
   std::string pidDir;
   std::int64_t dataMs = 0;
   std::int64_t throwStep = -1, throwRank = -1, hangStep = -1, hangRank = -1;
+  std::int64_t killStep = -1, killRank = -1;
 };
 
 void stepAndRank(const char* v, std::int64_t& step, std::int64_t& rank) {
@@ -94,6 +99,9 @@ ProbeFlags takeFlags(int& argc, char** argv) {
       f.dataMs = std::stoll(v);
     } else if (const char* v = value("--probe-throw-at=")) {
       stepAndRank(v, f.throwStep, f.throwRank);
+    } else if (const char* v = value("--probe-kill-at=")) {
+      const char* attempt = std::getenv("COHORT_RESTART_COUNT");
+      if (attempt == nullptr || std::string(attempt) == "0") stepAndRank(v, f.killStep, f.killRank);
     } else if (const char* v = value("--probe-hang-at=")) {
       stepAndRank(v, f.hangStep, f.hangRank);
     } else if (const char* v = value("--probe-pid-dir=")) {
@@ -171,8 +179,8 @@ struct StopAt : trainer::TrainerCallback {
   }
 };
 
-void writeProbe(const std::string& path, torch::nn::Module& model,
-                const trainer::TrainerState& st, const trainer::TrainOutput& result) {
+void writeProbe(const std::string& path, torch::nn::Module& model, const trainer::TrainerState& st,
+                const trainer::TrainOutput& result) {
   std::ofstream out(path);
   char buf[64];
   for (const auto& p : model.named_parameters()) {
@@ -223,6 +231,7 @@ int main(int argc, char** argv) {
         if (step == flags.throwStep && rank == flags.throwRank) {
           throw std::runtime_error("probe: bad batch in step " + std::to_string(step));
         }
+        if (step == flags.killStep && rank == flags.killRank) ::kill(::getpid(), SIGKILL);
         if (step == flags.hangStep && rank == flags.hangRank) {
           for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
         }

@@ -538,6 +538,15 @@ TrainOutput Trainer::train() {
          static_cast<std::int64_t>(report ? static_cast<int>(watcher_->phaseAtSignal()) : 0)},
         at::kLong);
     comm_.allReduce(what, dist::ReduceOp::kSum);
+    if (mine) {  // every signalled rank says so (non-zero ranks log warnings only)
+      COHORT_LOG_WARN(
+          "rank {}: {} received {:.2f} s before the stop at step {}", rank,
+          signalName(watcher_->signalNumber()),
+          std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+                  .count() -
+              watcher_->signalWallTime(),
+          state_.globalStep);
+    }
     // The last COMPLETED step: saved now unless a (periodic or async) save of it exists.
     finishPendingSave();
     jitCheckpoint = ckpt::checkpointDir(args_.output_dir(), state_.globalStep);
