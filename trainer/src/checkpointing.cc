@@ -19,7 +19,23 @@ namespace {
 
 std::vector<std::int64_t> shapeOf(const at::Tensor& t) { return t.sizes().vec(); }
 
-std::string rngName(int rank) { return "rng/" + std::to_string(rank) + "/torch_cpu"; }
+std::string rngName(int rank, const std::string& kind) {
+  return "rng/" + std::to_string(rank) + "/" + kind;
+}
+
+// The generators a rank checkpoints: the CPU one, and the CUDA one of the model's device when
+// the model lives on a GPU (the Context hands it out without CUDA headers).
+std::vector<std::pair<std::string, at::Generator>> generators(torch::nn::Module& model) {
+  std::vector<std::pair<std::string, at::Generator>> out{
+      {"torch_cpu", at::detail::getDefaultCPUGenerator()}};
+  for (const auto& p : model.parameters()) {
+    if (p.is_cuda()) {
+      out.emplace_back("torch_cuda", at::globalContext().defaultGenerator(p.device()));
+      break;
+    }
+  }
+  return out;
+}
 
 // Flat view of a tensor's storage; loads write through it, so it must not be a copy.
 at::Tensor flatView(const at::Tensor& t, const std::string& name) {
@@ -101,8 +117,10 @@ std::vector<ckpt::SavePiece> savePieces(const TrainingState& s, bool withOptimiz
     out.push_back({"model/" + name, flatView(t, name).slice(0, a, b), shapeOf(t), a});
   }
   if (withOptimizer) {
-    const at::Tensor rng = at::detail::getDefaultCPUGenerator().get_state();
-    out.push_back({rngName(rank), rng, shapeOf(rng), 0});
+    for (auto& [kind, gen] : generators(s.model)) {
+      const at::Tensor state = gen.get_state();
+      out.push_back({rngName(rank, kind), state, shapeOf(state), 0});
+    }
   }
   return out;
 }
@@ -148,10 +166,13 @@ LoadReport loadState(const TrainingState& s, ckpt::Checkpointer& ckpt, const std
   for (const auto& [name, t] : looseTensors(s.model, s.sync)) {
     pieces.push_back({"model/" + name, flatView(t, name), 0});
   }
-  at::Tensor rng;
-  if (withRng && present.count(rngName(rank))) {
-    rng = at::detail::getDefaultCPUGenerator().get_state().clone();  // right size and dtype
-    pieces.push_back({rngName(rank), rng, 0});
+  std::vector<std::pair<at::Generator, at::Tensor>> rngs;
+  if (withRng) {
+    for (auto& [kind, gen] : generators(s.model)) {
+      if (!present.count(rngName(rank, kind))) continue;
+      rngs.emplace_back(gen, gen.get_state().clone());  // the right size and dtype
+      pieces.push_back({rngName(rank, kind), rngs.back().second, 0});
+    }
   }
   {
     at::NoGradGuard noGrad;
@@ -163,10 +184,9 @@ LoadReport loadState(const TrainingState& s, ckpt::Checkpointer& ckpt, const std
     }
   }
   if (report.optimizerRestored) s.optimizer.setStepCount(manifest.trainer_state().optimizer_step());
-  if (rng.defined()) {
-    at::Generator gen = at::detail::getDefaultCPUGenerator();
+  for (auto& [gen, state] : rngs) {
     std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(rng);
+    gen.set_state(state);
     report.rngRestored = true;
   }
   return report;

@@ -4,7 +4,8 @@
 // frozen parameters, and its own RNG state. Loading at any world size M: each rank reads its
 // M-partition of every bucket and all-gathers the parameters; with the sharded update it
 // reads exactly its own moments. Tensor names: "model/<param or buffer>",
-// "optimizer/exp_avg/<param>", "optimizer/exp_avg_sq/<param>", "rng/<rank>/torch_cpu".
+// "optimizer/exp_avg/<param>", "optimizer/exp_avg_sq/<param>", "rng/<rank>/torch_cpu" (and
+// "rng/<rank>/torch_cuda" for a model on a GPU).
 #pragma once
 
 #include <cstdint>
