@@ -47,4 +47,19 @@ run --output_dir="$tmp/last" --save_strategy=no --probe-metrics=5,1,3,4 --probe-
 if python3 "$here/compare_runs.py" "$tmp/at4.txt" "$tmp/last.txt" --params-only > /dev/null; then
   echo "FAIL the step-8 weights equal the step-4 weights: the check above proves nothing"; fail=1
 fi
+# save_async: the same checkpoints, written in the background while training goes on; a
+# resume from one continues the same trajectory; rotation counts completed saves only.
+run --output_dir="$tmp/async" --save_steps=2 --save_async=true --save_total_limit=2 \
+    --probe-metrics=5,4,3,1 --probe-out="$tmp/async.txt"
+expect_dirs "$tmp/async" "6 8" "save_async with save_total_limit=2"
+for d in "$tmp"/async/checkpoint-*; do
+  [[ -f $d/manifest.pb && ! -e $d/checkpoint-is-incomplete.txt ]] || { echo "FAIL $d incomplete"; fail=1; }
+done
+python3 "$here/compare_runs.py" "$tmp/last.txt" "$tmp/async.txt" --params-only || fail=1
+rm -rf "$tmp/async/checkpoint-8"
+run --output_dir="$tmp/async" --save_strategy=no --resume_from_checkpoint=true \
+    --probe-metrics=5,4,3,1 --probe-out="$tmp/async-resumed.txt"
+grep -q "^resumed_from $tmp/async/checkpoint-6" "$tmp/async-resumed.txt" || { echo "FAIL not resumed from 6"; fail=1; }
+echo "resume from an async checkpoint:"
+python3 "$here/compare_runs.py" "$tmp/last.txt" "$tmp/async-resumed.txt" --params-only || fail=1
 exit $fail
