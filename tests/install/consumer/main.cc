@@ -2,7 +2,9 @@
 #include <ATen/ATen.h>
 
 #include <cstdio>
+#include <string>
 
+#include "cohort/ckpt/format.h"
 #include "cohort/dist/device.h"
 #include "cohort/dist/runtime.h"
 #include "cohort/trainer/training_args.h"
@@ -15,7 +17,12 @@ int main(int argc, char** argv) {
   auto comm = cohort::dist::makeCommunicator(*rt, cohort::dist::chooseDevice(*rt));
   at::Tensor t = at::ones({4}, at::kFloat);
   comm->allReduce(t);
-  const bool ok = at::equal(t, at::full({4}, static_cast<float>(rt->worldSize())));
+  // The checkpoint format library and its generated manifest header are installed too.
+  cohort::ckpt::Manifest manifest;
+  manifest.set_world_size(rt->worldSize());
+  const bool ok = at::equal(t, at::full({4}, static_cast<float>(rt->worldSize()))) &&
+                  cohort::ckpt::shardFileName(0, manifest.world_size()) ==
+                      "shard-00000-of-0000" + std::to_string(rt->worldSize()) + ".h5";
   std::printf("consumer: world %d, all_reduce %s\n", rt->worldSize(), ok ? "ok" : "WRONG");
   comm.reset();
   return ok ? 0 : 1;
