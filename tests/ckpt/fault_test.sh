@@ -59,10 +59,13 @@ verified=skipped
 if [[ $cli != - && -n $newest ]]; then
   if "$cli" ckpt verify "$tmp/kill/checkpoint-$newest" > "$tmp/verify.log" 2>&1; then verified=ok; else verified=FAILED; fi
 fi
-if [[ $rc -ne 0 ]] && python3 -c "import sys; sys.exit(0 if $t < 15 else 1)" && [[ -n $newest && $verified != FAILED ]]; then
+named=no
+grep -q "rank 3 .*signal 9\|rank 3 .*Killed\|ranks that did not arrive: rank 3" "$tmp/kill.log" && named=yes
+if [[ $rc -ne 0 && $named == yes ]] && python3 -c "import sys; sys.exit(0 if $t < 15 else 1)" &&
+   [[ -n $newest && $verified != FAILED ]]; then
   echo "ok   rank 3 SIGKILLed: job exit $rc after ${t} s; newest valid checkpoint-$newest (verify: $verified)"
 else
-  echo "FAIL rank 3 SIGKILLed: exit $rc after ${t} s, newest valid '${newest}', verify $verified"; tail -5 "$tmp/kill.log"; fail=1
+  echo "FAIL rank 3 SIGKILLed: exit $rc after ${t} s, rank 3 named: $named, newest valid '${newest}', verify $verified"; tail -5 "$tmp/kill.log"; fail=1
 fi
 if grep -q "Segmentation\|core dumped\|terminate called" "$tmp"/*.log; then echo "FAIL a crash dump"; fail=1; fi
 exit $fail
