@@ -231,20 +231,27 @@ SaveResult Checkpointer::save(const std::string& dir, const std::vector<SavePiec
   return saveNow(dir, pieces, std::move(header));
 }
 
-void Checkpointer::saveAsync(const std::string& dir, const std::vector<SavePiece>& pieces,
-                             Manifest header) {
-  wait();
-  // Snapshot into reused host buffers: the training may change the originals right after.
+void Checkpointer::reserveSnapshot(const std::vector<SavePiece>& pieces) {
   if (snapshot_.size() != pieces.size()) snapshot_.assign(pieces.size(), at::Tensor());
-  std::vector<SavePiece> copies = pieces;
   for (std::size_t i = 0; i < pieces.size(); ++i) {
     const at::Tensor& src = pieces[i].data;
     at::Tensor& buf = snapshot_[i];
     if (!buf.defined() || buf.numel() != src.numel() || buf.scalar_type() != src.scalar_type()) {
-      buf = at::empty({src.numel()}, src.options().device(at::kCPU));
+      // Zero-filled: the pages are faulted in now, not during the first snapshot.
+      buf = at::zeros({src.numel()}, src.options().device(at::kCPU));
     }
-    buf.copy_(src.reshape({-1}));
-    copies[i].data = buf;
+  }
+}
+
+void Checkpointer::saveAsync(const std::string& dir, const std::vector<SavePiece>& pieces,
+                             Manifest header) {
+  wait();
+  // Snapshot into reused host buffers: the training may change the originals right after.
+  reserveSnapshot(pieces);
+  std::vector<SavePiece> copies = pieces;
+  for (std::size_t i = 0; i < pieces.size(); ++i) {
+    snapshot_[i].copy_(pieces[i].data.reshape({-1}));
+    copies[i].data = snapshot_[i];
   }
   auto pending = std::make_unique<Pending>();
   pending->result = std::async(

@@ -376,6 +376,12 @@ TrainOutput Trainer::train() {
     return true;
   };
 
+  // Async saves copy the state to host buffers at the step boundary: allocate them now,
+  // not in the middle of the first save.
+  if (args_.save_async() && saveStrategy != "no") {
+    checkpointer.reserveSnapshot(savePieces(ts, withOptimizer));
+  }
+
   double intervalLoss = 0.0, totalLoss = 0.0;
   std::int64_t intervalSteps = 0, intervalSamples = 0, intervalTokens = 0;
   auto intervalStart = Clock::now();

@@ -72,6 +72,10 @@ class Checkpointer {
   // Waits for the async save in flight; its result, or nullopt when none was in flight.
   // Its error is rethrown here (the same on every rank).
   std::optional<SaveResult> wait();
+  // Not collective: allocates (and faults in) the host buffers saveAsync copies `pieces`
+  // into, so that the first async save stalls no longer than later ones. Optional; only
+  // while no async save is in flight.
+  void reserveSnapshot(const std::vector<SavePiece>& pieces);
   bool asyncInFlight() const { return pending_ != nullptr; }
 
   // Parses and checks dir's manifest on every rank; a failure on any rank is the same
