@@ -78,27 +78,31 @@ Checkpointer::~Checkpointer() {
   }
 }
 
-std::string Checkpointer::firstError(const std::string& localError) {
+std::vector<std::string> Checkpointer::allGatherStrings(const std::string& mine) {
   std::vector<std::int64_t> sizes;
-  const at::Tensor all = comm_->allGatherV(bytesTensor(localError), &sizes);
+  const at::Tensor all = comm_->allGatherV(bytesTensor(mine), &sizes);
+  std::vector<std::string> out;
   const auto* p = static_cast<const char*>(all.data_ptr());
-  std::int64_t pos = 0;
-  for (std::size_t r = 0; r < sizes.size(); ++r) {
-    if (sizes[r] > 0) {
-      std::string msg(p + pos, static_cast<std::size_t>(sizes[r]));
-      if (sizes.size() > 1 && msg.rfind("rank ", 0) != 0)
-        msg = "rank " + std::to_string(r) + ": " + msg;
-      return msg;
-    }
-    pos += sizes[r];
+  for (std::int64_t n : sizes) {
+    out.emplace_back(p, static_cast<std::size_t>(n));
+    p += n;
+  }
+  return out;
+}
+
+std::string Checkpointer::firstError(const std::string& localError) {
+  const std::vector<std::string> all = allGatherStrings(localError);
+  for (std::size_t r = 0; r < all.size(); ++r) {
+    if (all[r].empty()) continue;
+    if (all.size() > 1 && all[r].rfind("rank ", 0) != 0)
+      return "rank " + std::to_string(r) + ": " + all[r];
+    return all[r];
   }
   return "";
 }
 
 std::string Checkpointer::shareFromRoot(const std::string& value) {
-  std::vector<std::int64_t> sizes;
-  const at::Tensor all = comm_->allGatherV(bytesTensor(comm_->rank() == 0 ? value : ""), &sizes);
-  return std::string(static_cast<const char*>(all.data_ptr()), static_cast<std::size_t>(sizes[0]));
+  return allGatherStrings(comm_->rank() == 0 ? value : "")[0];
 }
 
 SaveResult Checkpointer::saveNow(const std::string& dir, const std::vector<SavePiece>& pieces,
@@ -148,7 +152,6 @@ SaveResult Checkpointer::saveNow(const std::string& dir, const std::vector<SaveP
       t->set_dtype(sources[i].dtype);
       for (std::int64_t d : sources[i].shape) t->add_shape(d);
       *t->add_chunks() = chunks[i];
-      t->mutable_chunks(0)->set_shard(static_cast<std::uint32_t>(rank));
       bytes += sources[i].count * static_cast<std::int64_t>(dtypeSize(sources[i].dtype));
     }
     report.set_bytes(bytes);
@@ -160,15 +163,12 @@ SaveResult Checkpointer::saveNow(const std::string& dir, const std::vector<SaveP
   // Every rank learns every report: the same error everywhere, or rank 0 has all chunks.
   std::string wire;
   report.SerializeToString(&wire);
-  std::vector<std::int64_t> sizes;
-  const at::Tensor all = comm_->allGatherV(bytesTensor(wire), &sizes);
-  std::vector<ShardReport> reports(sizes.size());
-  std::int64_t pos = 0, totalBytes = 0;
+  const std::vector<std::string> wires = allGatherStrings(wire);
+  std::vector<ShardReport> reports(wires.size());
+  std::int64_t totalBytes = 0;
   std::string firstFailure;
-  for (std::size_t r = 0; r < sizes.size(); ++r) {
-    reports[r].ParseFromArray(static_cast<const char*>(all.data_ptr()) + pos,
-                              static_cast<int>(sizes[r]));
-    pos += sizes[r];
+  for (std::size_t r = 0; r < wires.size(); ++r) {
+    reports[r].ParseFromString(wires[r]);
     totalBytes += reports[r].bytes();
     if (firstFailure.empty() && !reports[r].error().empty()) {
       firstFailure = "rank " + std::to_string(r) + ": " + reports[r].error();
@@ -182,35 +182,10 @@ SaveResult Checkpointer::saveNow(const std::string& dir, const std::vector<SaveP
   err.clear();
   if (rank == 0) {
     try {
-      std::map<std::string, TensorEntry> merged;
-      for (std::size_t r = 0; r < reports.size(); ++r) {
-        for (const TensorEntry& t : reports[r].tensors()) {
-          auto [it, fresh] = merged.try_emplace(t.name(), t);
-          if (!fresh) {
-            if (it->second.dtype() != t.dtype()) {
-              throw CheckpointError("tensor " + t.name() + " has different dtypes on ranks");
-            }
-            *it->second.add_chunks() = t.chunks(0);
-          }
-        }
-      }
-      Manifest m = std::move(header);
-      m.clear_tensors();
-      m.clear_shards();
-      m.set_format_version(1);
-      m.set_created_by("cohort 0.1.0");
-      m.set_world_size(world);
-      for (int r = 0; r < world; ++r) m.add_shards(shardFileName(r, world));
-      m.set_checksum_block_bytes(options_.checksumBlockBytes);
-      m.set_total_bytes(totalBytes);
-      for (auto& [name, t] : merged) {
-        std::sort(t.mutable_chunks()->begin(), t.mutable_chunks()->end(),
-                  [](const Chunk& a, const Chunk& b) { return a.offset() < b.offset(); });
-        *m.add_tensors() = std::move(t);
-      }
+      Manifest m = assembleManifest(std::move(header), reports, options_.checksumBlockBytes,
+                                    "the manifest being written for " + dir);
       m.set_save_seconds(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      checkManifest(m, "the manifest being written for " + dir);  // a gap is a bug: refuse
       writeManifest(dir, m);
       removeSentinel(dir);
     } catch (const std::exception& e) {

@@ -47,9 +47,9 @@ inline Manifest writeCheckpoint(const std::string& dir, int world,
                                 const std::vector<HostTensor>& tensors, Manifest header,
                                 const WriteOptions& options = {}) {
   createSentinel(dir);
-  std::map<std::string, TensorEntry> merged;
-  std::int64_t totalBytes = 0;
+  std::vector<ShardReport> reports(static_cast<std::size_t>(world));
   for (int r = 0; r < world; ++r) {
+    ShardReport& report = reports[static_cast<std::size_t>(r)];
     std::vector<ChunkSource> sources;
     for (const HostTensor& t : tensors) {
       if (t.onlyRank >= 0 && t.onlyRank != r) continue;
@@ -66,38 +66,20 @@ inline Manifest writeCheckpoint(const std::string& dir, int world,
       c.count = count;
       c.data = t.bytes.data() + offset * static_cast<std::int64_t>(es);
       sources.push_back(c);
-      totalBytes += count * static_cast<std::int64_t>(es);
+      report.set_bytes(report.bytes() + count * static_cast<std::int64_t>(es));
     }
     const std::vector<Chunk> chunks = writeShard(
         (std::filesystem::path(dir) / shardFileName(r, world)).string(), sources, options);
     for (std::size_t i = 0; i < chunks.size(); ++i) {
-      auto [it, fresh] = merged.try_emplace(sources[i].name);
-      TensorEntry& e = it->second;
-      if (fresh) {
-        e.set_name(sources[i].name);
-        e.set_dtype(sources[i].dtype);
-        for (std::int64_t d : sources[i].shape) e.add_shape(d);
-      }
-      Chunk* c = e.add_chunks();
-      *c = chunks[i];
-      c->set_shard(static_cast<std::uint32_t>(r));
+      TensorEntry* e = report.add_tensors();
+      e->set_name(sources[i].name);
+      e->set_dtype(sources[i].dtype);
+      for (std::int64_t d : sources[i].shape) e->add_shape(d);
+      *e->add_chunks() = chunks[i];
     }
   }
-  Manifest m = std::move(header);
-  m.clear_tensors();
-  m.clear_shards();
-  m.set_format_version(1);
-  m.set_created_by("cohort 0.1.0");
-  m.set_world_size(world);
-  for (int r = 0; r < world; ++r) m.add_shards(shardFileName(r, world));
-  m.set_checksum_block_bytes(options.checksumBlockBytes);
-  m.set_total_bytes(totalBytes);
-  for (auto& [name, t] : merged) {
-    std::sort(t.mutable_chunks()->begin(), t.mutable_chunks()->end(),
-              [](const Chunk& a, const Chunk& b) { return a.offset() < b.offset(); });
-    *m.add_tensors() = std::move(t);
-  }
-  checkManifest(m, "test manifest for " + dir);
+  const Manifest m = assembleManifest(std::move(header), reports, options.checksumBlockBytes,
+                                      "test manifest for " + dir);
   writeManifest(dir, m);
   removeSentinel(dir);
   return m;

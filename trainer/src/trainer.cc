@@ -63,14 +63,20 @@ DataPosition resumeRun(const TrainingArguments& args, TrainerState& state, const
   if (!latest) {
     candidates.push_back(args.resume_from_checkpoint());
   } else {
-    std::vector<std::string> skipped;
-    std::string list;
+    // Rank 0 looks, every rank gets its answer: the number of checkpoints skipped, then the
+    // candidates, one per line.
+    std::string decision;
     if (rank == 0) {
-      for (const auto& c : resumeCandidates(args.output_dir(), &skipped)) list += c + "\n";
+      std::vector<std::string> skipped;
+      const auto found = resumeCandidates(args.output_dir(), &skipped);
       for (const auto& line : skipped) COHORT_LOG_WARN("resume: skipping {}", line);
+      decision = std::to_string(skipped.size()) + "\n";
+      for (const auto& c : found) decision += c + "\n";
     }
-    candidates = splitLines(cp.shareFromRoot(list));  // one decision for all ranks
-    if (candidates.empty() && cp.shareFromRoot(skipped.empty() ? "" : "x").empty()) {
+    candidates = splitLines(cp.shareFromRoot(decision));
+    const std::string skipped = candidates.front();
+    candidates.erase(candidates.begin());
+    if (candidates.empty() && skipped == "0") {
       // Nothing was ever saved (the first run of a job that always passes "true"): start
       // fresh. Only checkpoints that exist but are all unusable are an error.
       if (rank == 0) {
@@ -80,11 +86,8 @@ DataPosition resumeRun(const TrainingArguments& args, TrainerState& state, const
       return {};
     }
     if (candidates.empty()) {
-      throw ConfigError(
-          "resume_from_checkpoint=true but no valid checkpoint in " + args.output_dir() +
-          (skipped.empty()
-               ? std::string()
-               : " (" + std::to_string(skipped.size()) + " incomplete or corrupt skipped)"));
+      throw ConfigError("resume_from_checkpoint=true but no valid checkpoint in " +
+                        args.output_dir() + " (" + skipped + " incomplete or corrupt skipped)");
     }
   }
   for (std::size_t i = 0; i < candidates.size(); ++i) {

@@ -97,6 +97,8 @@ class Checkpointer {
   struct Pending;
   SaveResult saveNow(const std::string& dir, const std::vector<SavePiece>& pieces, Manifest header);
   std::string firstError(const std::string& localError);
+  // Every rank's string, in rank order (one all-gather on the checkpoint communicator).
+  std::vector<std::string> allGatherStrings(const std::string& mine);
   WriteOptions options_;
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<Pending> pending_;

@@ -103,6 +103,14 @@ class RangeReader {
   std::int64_t bytesRead_ = 0;
 };
 
+// Rank 0's half of a save: the manifest of a checkpoint written by reports.size() ranks, where
+// reports[r] lists the tensor pieces rank r wrote (entries with their chunks; the chunks' shard
+// index is set to r here). Pieces of a tensor are merged and sorted by offset; `header`'s
+// non-tensor fields are kept. Throws CheckpointError when ranks disagree on a tensor's dtype
+// and CheckpointCorrupt (checkManifest, naming `where`) when the chunks do not tile a tensor.
+Manifest assembleManifest(Manifest header, const std::vector<ShardReport>& reports,
+                          std::int64_t checksumBlockBytes, const std::string& where);
+
 // Parses dir/manifest.pb and checks its structure (every tensor tiled exactly by its chunks,
 // shard indices in range, known dtypes, checksum counts). CheckpointCorrupt naming the file.
 Manifest readManifest(const std::string& dir);
