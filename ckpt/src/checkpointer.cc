@@ -3,9 +3,11 @@
 #include <ATen/ATen.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <future>
 #include <map>
+#include <mutex>
 
 #include "cohort/dist/communicator.h"
 #include "cohort/dist/log.h"
@@ -60,7 +62,56 @@ at::Tensor bytesTensor(const std::string& s) {
 
 }  // namespace
 
+// The bytes of an async save. Pieces copied at saveAsync come from the snapshot buffers;
+// deferred pieces are read in place until release() copies what the writer has not read
+// yet into their snapshot buffers. The writer reads each piece once, front to back.
+class Checkpointer::AsyncSources : public ChunkBytes {
+ public:
+  AsyncSources(std::vector<at::Tensor> live, std::vector<at::Tensor> snapshot)
+      : live_(std::move(live)), snapshot_(std::move(snapshot)), readUpTo_(snapshot_.size(), 0) {}
+
+  void copy(std::size_t index, std::int64_t pos, std::int64_t n, void* dst) override {
+    std::lock_guard<std::mutex> g(mu_);
+    const bool inPlace = !released_ && live_[index].defined();
+    if (!inPlace && pos < readUpTo_[index]) {  // the snapshot holds only what was not read
+      throw CheckpointError("internal error: piece " + std::to_string(index) +
+                            " read again after its source was released");
+    }
+    const at::Tensor& from = inPlace ? live_[index] : snapshot_[index];
+    std::memcpy(dst, static_cast<const char*>(from.data_ptr()) + pos, static_cast<std::size_t>(n));
+    if (inPlace) readUpTo_[index] = pos + n;
+  }
+
+  std::int64_t release() {
+    std::lock_guard<std::mutex> g(mu_);
+    if (released_) return 0;
+    std::int64_t copied = 0;
+    for (std::size_t i = 0; i < live_.size(); ++i) {
+      if (!live_[i].defined()) continue;
+      const std::int64_t from = readUpTo_[i];
+      const auto total = static_cast<std::int64_t>(live_[i].nbytes());
+      if (from < total) {
+        std::memcpy(static_cast<char*>(snapshot_[i].data_ptr()) + from,
+                    static_cast<const char*>(live_[i].data_ptr()) + from,
+                    static_cast<std::size_t>(total - from));
+        copied += total - from;
+      }
+    }
+    released_ = true;
+    live_.clear();
+    return copied;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<at::Tensor> live_;      // deferred pieces (flat views); undefined: copied
+  std::vector<at::Tensor> snapshot_;  // host buffers, one per piece
+  std::vector<std::int64_t> readUpTo_;
+  bool released_ = false;
+};
+
 struct Checkpointer::Pending {
+  std::shared_ptr<AsyncSources> sources;
   std::future<SaveResult> result;
 };
 
@@ -106,7 +157,7 @@ std::string Checkpointer::shareFromRoot(const std::string& value) {
 }
 
 SaveResult Checkpointer::saveNow(const std::string& dir, const std::vector<SavePiece>& pieces,
-                                 Manifest header) {
+                                 Manifest header, ChunkBytes* bytes) {
   const int rank = comm_->rank(), world = comm_->size();
   const auto t0 = std::chrono::steady_clock::now();
   std::string err;
@@ -144,7 +195,7 @@ SaveResult Checkpointer::saveNow(const std::string& dir, const std::vector<SaveP
       sources.push_back(std::move(c));
     }
     const std::vector<Chunk> chunks =
-        writeShard((fs::path(dir) / shardFileName(rank, world)).string(), sources, options_);
+        writeShard((fs::path(dir) / shardFileName(rank, world)).string(), sources, options_, bytes);
     std::int64_t bytes = 0;
     for (std::size_t i = 0; i < chunks.size(); ++i) {
       TensorEntry* t = report.add_tensors();
@@ -221,19 +272,32 @@ void Checkpointer::reserveSnapshot(const std::vector<SavePiece>& pieces) {
 void Checkpointer::saveAsync(const std::string& dir, const std::vector<SavePiece>& pieces,
                              Manifest header) {
   wait();
-  // Snapshot into reused host buffers: the training may change the originals right after.
+  // Snapshot into reused host buffers: the training may change the originals right after,
+  // except the deferred pieces, which it promises to leave alone until releaseSources().
   reserveSnapshot(pieces);
   std::vector<SavePiece> copies = pieces;
+  std::vector<at::Tensor> live(pieces.size());
   for (std::size_t i = 0; i < pieces.size(); ++i) {
-    snapshot_[i].copy_(pieces[i].data.reshape({-1}));
+    const at::Tensor& t = pieces[i].data;
+    if (pieces[i].deferCopy && t.device().is_cpu() && t.is_contiguous()) {
+      live[i] = t.reshape({-1});
+    } else {
+      snapshot_[i].copy_(t.reshape({-1}));
+    }
     copies[i].data = snapshot_[i];
   }
   auto pending = std::make_unique<Pending>();
-  pending->result = std::async(
-      std::launch::async, [this, dir, copies = std::move(copies), h = std::move(header)]() mutable {
-        return saveNow(dir, copies, std::move(h));
-      });
+  pending->sources = std::make_shared<AsyncSources>(std::move(live), snapshot_);
+  pending->result = std::async(std::launch::async, [this, dir, copies = std::move(copies),
+                                                    h = std::move(header),
+                                                    sources = pending->sources]() mutable {
+    return saveNow(dir, copies, std::move(h), sources.get());
+  });
   pending_ = std::move(pending);
+}
+
+std::int64_t Checkpointer::releaseSources() {
+  return pending_ ? pending_->sources->release() : 0;
 }
 
 std::optional<SaveResult> Checkpointer::wait() {

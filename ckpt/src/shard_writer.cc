@@ -186,7 +186,7 @@ struct Pending {
 }  // namespace
 
 std::vector<Chunk> writeShard(const std::string& path, const std::vector<ChunkSource>& chunks,
-                              const WriteOptions& options) {
+                              const WriteOptions& options, ChunkBytes* bytes) {
   if (options.checksumBlockBytes <= 0 || options.checksumBlockBytes % 8 != 0) {
     throw CheckpointError("checksum block size must be a positive multiple of 8");
   }
@@ -199,6 +199,15 @@ std::vector<Chunk> writeShard(const std::string& path, const std::vector<ChunkSo
       throw CheckpointError("write failed for " + path + ": No space left on device (simulated)");
     }
   };
+  auto fetch = [&](std::size_t index, std::int64_t pos, std::int64_t n, char* dst) {
+    if (bytes != nullptr) {
+      bytes->copy(index, pos, n, dst);
+    } else {
+      std::memcpy(dst, static_cast<const char*>(chunks[index].data) + pos,
+                  static_cast<std::size_t>(n));
+    }
+  };
+  std::vector<char> small;  // a small dataset's bytes when they come through `bytes`
   std::error_code ec;
   std::filesystem::remove(path, ec);
   {
@@ -215,7 +224,7 @@ std::vector<Chunk> writeShard(const std::string& path, const std::vector<ChunkSo
     for (std::size_t i = 0; i < chunks.size(); ++i) {
       const ChunkSource& c = chunks[i];
       const std::size_t es = dtypeSize(c.dtype);
-      const std::int64_t bytes = c.count * static_cast<std::int64_t>(es);
+      const std::int64_t size = c.count * static_cast<std::int64_t>(es);
       std::string dataset = "/" + c.name;
       if (!used.insert(dataset).second) dataset += "@" + std::to_string(c.offset);
       used.insert(dataset);
@@ -242,16 +251,22 @@ std::vector<Chunk> writeShard(const std::string& path, const std::vector<ChunkSo
       m.set_dataset(dataset);
       m.set_offset(c.offset);
       m.set_count(c.count);
-      const haddr_t addr = bytes >= kDirectThreshold ? H5Dget_offset(dset.get()) : HADDR_UNDEF;
+      const haddr_t addr = size >= kDirectThreshold ? H5Dget_offset(dset.get()) : HADDR_UNDEF;
       if (addr != HADDR_UNDEF) {
-        large.push_back({i, static_cast<std::int64_t>(addr), bytes});
-      } else if (bytes > 0) {
-        account(bytes);
-        if (H5Dwrite(dset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, c.data) < 0) {
+        large.push_back({i, static_cast<std::int64_t>(addr), size});
+      } else if (size > 0) {
+        account(size);
+        const char* src = static_cast<const char*>(c.data);
+        if (bytes != nullptr) {
+          small.resize(static_cast<std::size_t>(size));
+          fetch(i, 0, size, small.data());
+          src = small.data();
+        }
+        if (H5Dwrite(dset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, src) < 0) {
           throw CheckpointError("write failed for " + path + ": " + h5::lastError());
         }
         BlockChecksums sums(options.checksumBlockBytes);
-        sums.add(static_cast<const char*>(c.data), bytes);
+        sums.add(src, size);
         for (std::uint32_t v : sums.finish()) m.add_crc32c(v);
       }
     }
@@ -262,13 +277,12 @@ std::vector<Chunk> writeShard(const std::string& path, const std::vector<ChunkSo
   // HDF5 has written its metadata; the large datasets' bytes go straight to their offsets.
   DirectWriter writer(path, options.directIo);
   for (const Pending& p : large) {
-    const auto* src = static_cast<const char*>(chunks[p.index].data);
     BlockChecksums sums(options.checksumBlockBytes);
     for (std::int64_t pos = 0; pos < p.bytes; pos += kStageBytes) {
       const std::int64_t n = std::min(kStageBytes, p.bytes - pos);
       account(n);
       char* buf = writer.acquire();
-      std::memcpy(buf, src + pos, static_cast<std::size_t>(n));
+      fetch(p.index, pos, n, buf);
       sums.add(buf, n);
       writer.submit(buf, p.fileOffset + pos, n);
     }

@@ -4,8 +4,11 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "cohort/ckpt/checkpointer.h"
 #include "cohort/dist/communicator.h"
@@ -169,6 +172,54 @@ TEST(Checkpointer, AsyncSaveSnapshotsAtTheCallAndCompletesInTheBackground) {
   at::Tensor back = at::zeros_like(w);
   cp.load(root + "/checkpoint-1", m, {{"w", back, 0}});
   EXPECT_TRUE(at::equal(back, expected));  // the value at saveAsync time
+  cp.comm().barrier();
+  if (rank == 0) fs::remove_all(root);
+}
+
+// Deferred pieces are read in place until releaseSources(), which copies what the writer has
+// not read yet; released at different points of the write (before its first byte, part
+// way, after its last), every checkpoint holds the values at saveAsync time although the
+// tensors change right after the release.
+TEST(Checkpointer, DeferredPiecesAreReadInPlaceUntilReleased) {
+  ckpt::Checkpointer cp;
+  const int world = cp.comm().size(), rank = cp.comm().rank();
+  const std::string root = sharedTempDir(cp, "deferred");
+  at::Tensor big = at::arange(6 << 20, at::kDouble);  // 48 MiB: several staging buffers
+  at::Tensor small = at::arange(100, at::kFloat);     // written by HDF5
+  at::Tensor copied = at::arange(1000, at::kLong);    // not deferred: copied at the call
+  const std::int64_t deferredBytes =
+      (pieceOf("b", big, world, rank).data.numel() * 8 + pieceOf("s", small, world, rank).data.numel() * 4);
+  int step = 0;
+  for (int delayMs : {0, 1, 5, 20, 80, 400}) {
+    ++step;
+    const at::Tensor eb = big.clone(), es = small.clone(), ec = copied.clone();
+    std::vector<ckpt::SavePiece> pieces = {pieceOf("b", big, world, rank),
+                                           pieceOf("s", small, world, rank),
+                                           pieceOf("c", copied, world, rank)};
+    pieces[0].deferCopy = pieces[1].deferCopy = true;
+    const std::string dir = root + "/checkpoint-" + std::to_string(step);
+    cp.saveAsync(dir, pieces, {});
+    copied.add_(1);  // allowed at once: copied at the call
+    std::this_thread::sleep_for(std::chrono::milliseconds(delayMs));
+    const std::int64_t n = cp.releaseSources();
+    EXPECT_GE(n, 0);
+    EXPECT_LE(n, deferredBytes);
+    EXPECT_EQ(cp.releaseSources(), 0);  // once
+    big.mul_(-1.0).sub_(1.0);           // the optimizer step
+    small.mul_(-1.0).sub_(1.0);
+    ASSERT_TRUE(allRanks(cp.wait().has_value()));
+    const ckpt::Manifest m = cp.loadManifest(dir);
+    at::Tensor bb = at::zeros_like(big), bs = at::zeros_like(small), bc = at::zeros_like(copied);
+    cp.load(dir, m, {{"b", bb, 0}, {"s", bs, 0}, {"c", bc, 0}});
+    EXPECT_TRUE(at::equal(bb, eb)) << "delay " << delayMs << " ms, " << n << " bytes copied";
+    EXPECT_TRUE(at::equal(bs, es)) << "delay " << delayMs << " ms";
+    EXPECT_TRUE(at::equal(bc, ec)) << "delay " << delayMs << " ms";
+    if (rank == 0) {
+      std::printf("release after %d ms copied %lld of %lld deferred bytes\n", delayMs,
+                  static_cast<long long>(n), static_cast<long long>(deferredBytes));
+    }
+  }
+  EXPECT_EQ(cp.releaseSources(), 0);  // nothing in flight
   cp.comm().barrier();
   if (rank == 0) fs::remove_all(root);
 }

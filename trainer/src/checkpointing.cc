@@ -102,13 +102,17 @@ std::vector<ckpt::SavePiece> savePieces(const TrainingState& s, bool withOptimiz
           const at::Tensor& p = params.at(slot.name);
           const auto shape = shapeOf(p);
           const std::int64_t off = lo - slot.offset;
+          // Only the optimizer step changes these (async saves read them in place until then).
+          constexpr bool kUntilStep = true;
           out.push_back({"model/" + slot.name, flatView(p, slot.name).slice(0, off, off + hi - lo),
-                         shape, off});
+                         shape, off, kUntilStep});
           if (!withOptimizer || s.optimizer.expAvg().empty()) return;
           out.push_back({"optimizer/exp_avg/" + slot.name,
-                         s.optimizer.expAvg()[k].slice(0, lo - olo, hi - olo), shape, off});
+                         s.optimizer.expAvg()[k].slice(0, lo - olo, hi - olo), shape, off,
+                         kUntilStep});
           out.push_back({"optimizer/exp_avg_sq/" + slot.name,
-                         s.optimizer.expAvgSq()[k].slice(0, lo - olo, hi - olo), shape, off});
+                         s.optimizer.expAvgSq()[k].slice(0, lo - olo, hi - olo), shape, off,
+                         kUntilStep});
         });
   }
   for (const auto& [name, t] : looseTensors(s.model, s.sync)) {

@@ -379,8 +379,9 @@ TrainOutput Trainer::train() {
     return true;
   };
 
-  // Async saves copy the state to host buffers at the step boundary: allocate them now,
-  // not in the middle of the first save.
+  // Async saves copy the state to host buffers (the parameters and moments only as far as
+  // the writer has not read them when the next optimizer step starts): allocate the buffers
+  // now, not in the middle of the first save.
   if (args_.save_async() && saveStrategy != "no") {
     checkpointer.reserveSnapshot(savePieces(ts, withOptimizer));
   }
@@ -457,6 +458,8 @@ TrainOutput Trainer::train() {
         }
       }
     }
+    // An async save in flight may still be reading parameters and moments in place.
+    checkpointer.releaseSources();
     optimizer.step(lr);
 
     ++state_.globalStep;

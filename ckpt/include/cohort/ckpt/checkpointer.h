@@ -37,6 +37,10 @@ struct SavePiece {
   at::Tensor data;
   std::vector<std::int64_t> shape;
   std::int64_t offset = 0;
+  // saveAsync only: `data` is read where it is, not copied at the call, until
+  // releaseSources(); the caller must not modify it before then. Applies to CPU contiguous
+  // tensors; others are copied at the call regardless.
+  bool deferCopy = false;
 };
 
 // Elements [offset, offset + dst.numel()) of tensor `name` are read into `dst`.
@@ -66,8 +70,9 @@ class Checkpointer {
   // non-tensor fields (rank 0's is used); tensor entries, shards, world size are filled in.
   // Throws CheckpointError (same on every rank) when any rank failed.
   SaveResult save(const std::string& dir, const std::vector<SavePiece>& pieces, Manifest header);
-  // Copies the pieces to host memory now (the only stall), then writes them on a background
-  // thread with the same protocol. At most one in flight: waits for the previous first.
+  // Copies the pieces to host memory now (except those with deferCopy), then writes them
+  // on a background thread with the same protocol. At most one in flight: waits for the
+  // previous first.
   void saveAsync(const std::string& dir, const std::vector<SavePiece>& pieces, Manifest header);
   // Waits for the async save in flight; its result, or nullopt when none was in flight.
   // Its error is rethrown here (the same on every rank).
@@ -76,6 +81,11 @@ class Checkpointer {
   // into, so that the first async save stalls no longer than later ones. Optional; only
   // while no async save is in flight.
   void reserveSnapshot(const std::vector<SavePiece>& pieces);
+  // Not collective: copies to host memory whatever of the deferCopy pieces of the async
+  // save in flight the writer has not read yet, after which the caller may modify them.
+  // This copy is the stall of a deferred snapshot: it shrinks the longer the caller waits.
+  // Returns the bytes copied (0 when nothing is deferred or the writer already read it all).
+  std::int64_t releaseSources();
   bool asyncInFlight() const { return pending_ != nullptr; }
 
   // Parses and checks dir's manifest on every rank; a failure on any rank is the same
@@ -95,7 +105,9 @@ class Checkpointer {
 
  private:
   struct Pending;
-  SaveResult saveNow(const std::string& dir, const std::vector<SavePiece>& pieces, Manifest header);
+  class AsyncSources;
+  SaveResult saveNow(const std::string& dir, const std::vector<SavePiece>& pieces, Manifest header,
+                     ChunkBytes* bytes = nullptr);
   std::string firstError(const std::string& localError);
   // Every rank's string, in rank order (one all-gather on the checkpoint communicator).
   std::vector<std::string> allGatherStrings(const std::string& mine);

@@ -57,11 +57,22 @@ struct WriteOptions {
   std::int64_t failAfterBytesForTesting = -1;
 };
 
+// Where writeShard takes the bytes of chunks whose memory may change hands while it runs
+// (the lazy snapshot of an async save). writeShard reads each chunk once, front to back, in
+// chunk order, from the thread that called it.
+class ChunkBytes {
+ public:
+  virtual ~ChunkBytes() = default;
+  // Copies bytes [pos, pos + n) of chunk `index` to `dst`.
+  virtual void copy(std::size_t index, std::int64_t pos, std::int64_t n, void* dst) = 0;
+};
+
 // Creates `path` (replacing any file there), writes every chunk as its own 1-D dataset,
 // fsyncs. Returns the chunks as manifest entries (shard index left 0) in input order.
+// Bytes come from ChunkSource::data, or through `bytes` when it is given.
 // Throws CheckpointError naming the file on any failure.
 std::vector<Chunk> writeShard(const std::string& path, const std::vector<ChunkSource>& chunks,
-                              const WriteOptions& options = {});
+                              const WriteOptions& options = {}, ChunkBytes* bytes = nullptr);
 
 // Reads element ranges of a shard's datasets, verifying the checksum blocks it touches.
 // Owns an open HDF5 file. Errors: CheckpointCorrupt naming the file.
