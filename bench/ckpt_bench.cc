@@ -10,6 +10,20 @@
 //   async_stall_first / async_stall   the time saveAsync takes to return (the snapshot):
 //                    the first one of the process (allocates the snapshot buffers) / later
 //   async_total      saveAsync until wait() returns
+//   In simulated training steps (below): every rank runs forward + backward of a dense
+//   model whose parameters are a third of the state (the rest: Adam's two moments) at 32
+//   tokens per rank, i.e. 6 * P * 32 FLOPs of float32 GEMMs on cache-sized matrices, then an
+//   optimizer step that changes every element it holds. A window is 5 such steps; a save
+//   (sync, or async with the state read in place until the optimizer step) is made before
+//   the first step of the window, as the Trainer does at a step boundary:
+//   step_compute     forward + backward of one step (the time an async write has before
+//                    the optimizer step needs the state back)
+//   step_sync_block  the sync save inside a window (the training waits for all of it)
+//   step_async_block saveAsync + releaseSources() before the optimizer step: the time the
+//                    training thread is blocked by an async save (the headline stall)
+//   window_plain / window_sync / window_async   5 steps without a save / with a sync save /
+//                    with an async save (including the final wait for its end): the
+//                    differences include what the background writer costs the compute
 //   memcpy           std::memcpy of every rank's partition into touched buffers (the floor
 //                    of a copying snapshot)
 //   torch_save       each rank torch::save(its partition as std::vector<Tensor>) to a new
@@ -151,6 +165,87 @@ bool sameAsState(const State& s, const std::vector<at::Tensor>& got) {
   return ok == 1;
 }
 
+// Forward + backward of a dense model of `params` parameters at 32 tokens per rank as
+// float32 GEMMs of the same FLOPs (6 * P * tokens) on matrices that stay in cache.
+struct ComputeModel {
+  at::Tensor x, w, y;
+  std::int64_t gemms = 0;
+  explicit ComputeModel(std::int64_t params) {
+    constexpr std::int64_t kTokens = 32, kM = 256, kK = 1024, kN = 1024;
+    x = at::rand({kM, kK});
+    w = at::rand({kK, kN});
+    y = at::empty({kM, kN});
+    gemms = std::max<std::int64_t>(1, 6 * params * kTokens / (2 * kM * kK * kN));
+  }
+  void run() {
+    for (std::int64_t i = 0; i < gemms; ++i) at::mm_out(y, x, w);
+  }
+};
+
+enum class WindowSave { kNone, kSync, kAsync };
+
+// Five training steps; the save (if any) comes before the first. COLLECTIVE.
+void stepWindow(cohort::ckpt::Checkpointer& ckpt, const State& s, ComputeModel& model,
+                WindowSave save, const std::string& saveDir, const char* variant) {
+  constexpr int kSteps = 5;
+  std::vector<cohort::ckpt::SavePiece> deferred = s.pieces;
+  for (auto& p : deferred) p.deferCopy = true;
+  MPI_Barrier(MPI_COMM_WORLD);
+  const auto t0 = Clock::now();
+  double block = 0.0, compute = 0.0;
+  for (int k = 0; k < kSteps; ++k) {
+    auto t = Clock::now();
+    if (k == 0 && save == WindowSave::kSync) ckpt.save(saveDir, s.pieces, cohort::ckpt::Manifest());
+    if (k == 0 && save == WindowSave::kAsync)
+      ckpt.saveAsync(saveDir, deferred, cohort::ckpt::Manifest());
+    if (k == 0) block += std::chrono::duration<double>(Clock::now() - t).count();
+    t = Clock::now();
+    model.run();
+    if (k == 0) compute = std::chrono::duration<double>(Clock::now() - t).count();
+    t = Clock::now();
+    if (k == 0) ckpt.releaseSources();
+    if (k == 0) block += std::chrono::duration<double>(Clock::now() - t).count();
+    for (const at::Tensor& p : s.part) p.add_(1.0f);  // the optimizer step
+  }
+  ckpt.wait();
+  MPI_Barrier(MPI_COMM_WORLD);
+  report(variant, std::chrono::duration<double>(Clock::now() - t0).count(), s.totalBytes);
+  if (save == WindowSave::kSync) report("step_sync_block", maxOverRanks(block), s.totalBytes);
+  if (save == WindowSave::kAsync) report("step_async_block", maxOverRanks(block), s.totalBytes);
+  if (save == WindowSave::kNone) report("step_compute", maxOverRanks(compute), s.totalBytes);
+  if (save == WindowSave::kNone) return;
+  // The checkpoint holds the state from before the window's steps.
+  std::vector<at::Tensor> dst;
+  std::vector<cohort::ckpt::LoadPiece> loads;
+  for (std::size_t i = 0; i < s.part.size(); ++i) {
+    dst.push_back(at::zeros_like(s.part[i]));
+    loads.push_back({s.specs[i].name, dst.back(), s.offset[i]});
+  }
+  ckpt.load(saveDir, ckpt.loadManifest(saveDir), loads);
+  for (int k = 0; k < kSteps; ++k)
+    for (at::Tensor& t : dst) t.add_(1.0f);
+  if (!sameAsState(s, dst)) throw std::runtime_error(std::string(variant) + ": wrong checkpoint");
+  removeTree(saveDir);
+}
+
+void stepWindows(cohort::ckpt::Checkpointer& ckpt, const State& s, const std::string& dir,
+                 int rep) {
+  std::int64_t elements = 0;
+  for (const auto& spec : s.specs) elements += spec.numel;
+  ComputeModel model(elements / 3);
+  const std::string saveDir = dir + "/cohort-window-" + std::to_string(rep);
+  // A B C then C B A: each variant sees the same mix of neighbours.
+  const WindowSave order[] = {WindowSave::kNone, WindowSave::kSync, WindowSave::kAsync,
+                              WindowSave::kAsync, WindowSave::kSync, WindowSave::kNone};
+  for (WindowSave w : order) {
+    dropCaches(dir);
+    stepWindow(ckpt, s, model, w, saveDir,
+               w == WindowSave::kNone   ? "window_plain"
+               : w == WindowSave::kSync ? "window_sync"
+                                        : "window_async");
+  }
+}
+
 void cohortBlock(cohort::ckpt::Checkpointer& ckpt, const State& s, const std::string& dir, int rep,
                  bool& firstAsync) {
   // Synchronous save.
@@ -208,6 +303,8 @@ void cohortBlock(cohort::ckpt::Checkpointer& ckpt, const State& s, const std::st
            reader.bytesRead());
   }
   removeTree(asyncDir);
+
+  stepWindows(ckpt, s, dir, rep);
 
   // The floor of a copying snapshot: plain memcpy of the partition into touched buffers.
   std::vector<at::Tensor> copies;

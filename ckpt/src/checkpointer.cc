@@ -8,6 +8,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "cohort/dist/communicator.h"
 #include "cohort/dist/log.h"
@@ -62,52 +63,99 @@ at::Tensor bytesTensor(const std::string& s) {
 
 }  // namespace
 
-// The bytes of an async save. Pieces copied at saveAsync come from the snapshot buffers;
-// deferred pieces are read in place until release() copies what the writer has not read
-// yet into their snapshot buffers. The writer reads each piece once, front to back.
+// The bytes of an async save. Pieces copied at saveAsync come from the snapshot buffers.
+// Deferred pieces are read in place, while a copier thread copies them into their snapshot
+// buffers ahead of the writer; release() copies whatever neither has covered, after which
+// the caller may change the originals. Per deferred piece, bytes below safe_[i] are either
+// already read by the writer or in the snapshot buffer; the writer reads each piece once,
+// front to back, from the snapshot below safe_ and in place above it.
 class Checkpointer::AsyncSources : public ChunkBytes {
  public:
   AsyncSources(std::vector<at::Tensor> live, std::vector<at::Tensor> snapshot)
-      : live_(std::move(live)), snapshot_(std::move(snapshot)), readUpTo_(snapshot_.size(), 0) {}
+      : live_(std::move(live)), snapshot_(std::move(snapshot)), safe_(snapshot_.size(), 0) {
+    for (std::size_t i = 0; i < live_.size(); ++i) {
+      if (!live_[i].defined()) safe_[i] = static_cast<std::int64_t>(snapshot_[i].nbytes());
+    }
+    copier_ = std::thread([this] { copyAhead(); });
+  }
+  ~AsyncSources() override { release(); }
 
   void copy(std::size_t index, std::int64_t pos, std::int64_t n, void* dst) override {
-    std::lock_guard<std::mutex> g(mu_);
-    const bool inPlace = !released_ && live_[index].defined();
-    if (!inPlace && pos < readUpTo_[index]) {  // the snapshot holds only what was not read
+    std::unique_lock<std::mutex> g(mu_);
+    if (pos + n <= safe_[index]) {  // the snapshot range below safe_ never changes again
+      g.unlock();
+      std::memcpy(dst, bytesOf(snapshot_[index]) + pos, static_cast<std::size_t>(n));
+      return;
+    }
+    if (released_) {
       throw CheckpointError("internal error: piece " + std::to_string(index) +
                             " read again after its source was released");
     }
-    const at::Tensor& from = inPlace ? live_[index] : snapshot_[index];
-    std::memcpy(dst, static_cast<const char*>(from.data_ptr()) + pos, static_cast<std::size_t>(n));
-    if (inPlace) readUpTo_[index] = pos + n;
+    std::memcpy(dst, bytesOf(live_[index]) + pos, static_cast<std::size_t>(n));
+    safe_[index] = std::max(safe_[index], pos + n);
   }
 
+  // Stops the copier and copies the rest; returns the bytes this call copied.
   std::int64_t release() {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (released_) return 0;
+      stopCopier_ = true;
+    }
+    if (copier_.joinable()) copier_.join();
+    // One critical section: the writer reads in place before it or from the snapshot after.
     std::lock_guard<std::mutex> g(mu_);
-    if (released_) return 0;
     std::int64_t copied = 0;
     for (std::size_t i = 0; i < live_.size(); ++i) {
       if (!live_[i].defined()) continue;
-      const std::int64_t from = readUpTo_[i];
       const auto total = static_cast<std::int64_t>(live_[i].nbytes());
-      if (from < total) {
-        std::memcpy(static_cast<char*>(snapshot_[i].data_ptr()) + from,
-                    static_cast<const char*>(live_[i].data_ptr()) + from,
-                    static_cast<std::size_t>(total - from));
-        copied += total - from;
-      }
+      copied += copyRange(i, safe_[i], total);
+      safe_[i] = total;
     }
-    released_ = true;
     live_.clear();
+    released_ = true;
     return copied;
   }
 
  private:
+  static char* bytesOf(const at::Tensor& t) { return static_cast<char*>(t.data_ptr()); }
+
+  std::int64_t copyRange(std::size_t i, std::int64_t from, std::int64_t to) {
+    if (from >= to) return 0;
+    std::memcpy(bytesOf(snapshot_[i]) + from, bytesOf(live_[i]) + from,
+                static_cast<std::size_t>(to - from));
+    return to - from;
+  }
+
+  // Block by block: a block is claimed under the lock and copied outside it; release()
+  // joins this thread, so it waits for one block at most.
+  void copyAhead() {
+    constexpr std::int64_t kBlock = 4 << 20;
+    for (std::size_t i = 0; i < live_.size(); ++i) {
+      if (!live_[i].defined()) continue;
+      const auto total = static_cast<std::int64_t>(live_[i].nbytes());
+      for (;;) {
+        std::int64_t from = 0, to = 0;
+        {
+          std::lock_guard<std::mutex> g(mu_);
+          if (stopCopier_) return;
+          if (safe_[i] >= total) break;
+          from = safe_[i];
+          to = std::min(total, from + kBlock);
+        }
+        copyRange(i, from, to);  // [from, to) is only read: by the writer, in place
+        std::lock_guard<std::mutex> g(mu_);
+        safe_[i] = std::max(safe_[i], to);
+      }
+    }
+  }
+
   std::mutex mu_;
   std::vector<at::Tensor> live_;      // deferred pieces (flat views); undefined: copied
   std::vector<at::Tensor> snapshot_;  // host buffers, one per piece
-  std::vector<std::int64_t> readUpTo_;
-  bool released_ = false;
+  std::vector<std::int64_t> safe_;    // bytes
+  bool stopCopier_ = false, released_ = false;
+  std::thread copier_;
 };
 
 struct Checkpointer::Pending {

@@ -190,7 +190,7 @@ TEST(Checkpointer, DeferredPiecesAreReadInPlaceUntilReleased) {
   const std::int64_t deferredBytes =
       (pieceOf("b", big, world, rank).data.numel() * 8 + pieceOf("s", small, world, rank).data.numel() * 4);
   int step = 0;
-  for (int delayMs : {0, 1, 5, 20, 80, 400}) {
+  for (int delayMs : {0, 0, 0, 1, 5, 20, 80, 400}) {
     ++step;
     const at::Tensor eb = big.clone(), es = small.clone(), ec = copied.clone();
     std::vector<ckpt::SavePiece> pieces = {pieceOf("b", big, world, rank),
