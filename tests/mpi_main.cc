@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 
 #include <cstdlib>
+#include <string>
 
 #include "cohort/dist/runtime.h"
 #include "test_util.h"
@@ -52,7 +53,11 @@ int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
   const int rank = runtime->rank();
-  if (rank != 0) delete listeners.Release(listeners.default_result_printer());
+  // COHORT_TEST_ALL_RANKS=1 keeps every rank's printer (to see why rank N failed).
+  const char* all = std::getenv("COHORT_TEST_ALL_RANKS");
+  if (rank != 0 && !(all != nullptr && std::string(all) == "1")) {
+    delete listeners.Release(listeners.default_result_printer());
+  }
   auto* agree = new AgreeListener(rank);
   listeners.Append(agree);
   int failed = RUN_ALL_TESTS() != 0 ? 1 : 0;

@@ -750,6 +750,8 @@ class MpiBackend final : public Backend {
       serviceControl(&replies);
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
+    // A peer that started this collective arrived, even if it has timed out itself and is
+    // idle again by the time it answers; one whose last collective is older did not.
     std::vector<std::string> missing;
     std::vector<int> arrived;
     for (int p = 0; p < size_; ++p) {
@@ -757,7 +759,7 @@ class MpiBackend final : public Backend {
       auto it = replies.find(p);
       if (it == replies.end()) {
         missing.push_back("rank " + std::to_string(p) + " (no answer: dead or stuck)");
-      } else if (it->second[0] < op.seq || (it->second[0] == op.seq && it->second[1] == 0)) {
+      } else if (it->second[0] < op.seq) {
         const std::int64_t last = it->second[0];
         const bool busy = it->second[1] != 0;
         missing.push_back("rank " + std::to_string(p) + " (last collective #" +
