@@ -108,6 +108,10 @@ int main(int argc, char** argv) {
       return 3;
     }
   }
+  /* The stop is agreed as soon as ONE rank has the signal; the others' copies may still be
+     on the way (slurmstepd signals the tasks of each node separately). Every rank must get
+     its own: wait for it (bounded) before reporting. */
+  for (double waitStart = now(); !gotTerm && now() - waitStart < 10.0;) usleep(10 * 1000);
   snprintf(name, sizeof name, "term.%d", rank);
   snprintf(text, sizeof text, "saw_term=%d step=%ld node=%s\n", (int)gotTerm, step,
            node ? node : "-");
