@@ -24,6 +24,8 @@
 //   window_plain / window_sync / window_async   5 steps without a save / with a sync save /
 //                    with an async save (including the final wait for its end): the
 //                    differences include what the background writer costs the compute
+//   window_async_final_wait   the part of window_async spent in the final wait() (the
+//                    write outlasting the window)
 //   memcpy           std::memcpy of every rank's partition into touched buffers (the floor
 //                    of a copying snapshot)
 //   torch_save       each rank torch::save(its partition as std::vector<Tensor>) to a new
@@ -207,9 +209,12 @@ void stepWindow(cohort::ckpt::Checkpointer& ckpt, const State& s, ComputeModel& 
     if (k == 0) block += std::chrono::duration<double>(Clock::now() - t).count();
     for (const at::Tensor& p : s.part) p.add_(1.0f);  // the optimizer step
   }
+  const auto tw = Clock::now();
   ckpt.wait();
+  const double tail = std::chrono::duration<double>(Clock::now() - tw).count();
   MPI_Barrier(MPI_COMM_WORLD);
   report(variant, std::chrono::duration<double>(Clock::now() - t0).count(), s.totalBytes);
+  if (save == WindowSave::kAsync) report("window_async_final_wait", maxOverRanks(tail), s.totalBytes);
   if (save == WindowSave::kSync) report("step_sync_block", maxOverRanks(block), s.totalBytes);
   if (save == WindowSave::kAsync) report("step_async_block", maxOverRanks(block), s.totalBytes);
   if (save == WindowSave::kNone) report("step_compute", maxOverRanks(compute), s.totalBytes);
