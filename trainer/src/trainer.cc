@@ -379,9 +379,9 @@ TrainOutput Trainer::train() {
     return true;
   };
 
-  // Async saves copy the state to host buffers (the parameters and moments only as far as
-  // the writer has not read them when the next optimizer step starts): allocate the buffers
-  // now, not in the middle of the first save.
+  // Async saves copy the state to host buffers (the parameters and moments in the
+  // background, or when the next optimizer step starts whatever is left): allocate the
+  // buffers now, not in the middle of the first save.
   if (args_.save_async() && saveStrategy != "no") {
     checkpointer.reserveSnapshot(savePieces(ts, withOptimizer));
   }

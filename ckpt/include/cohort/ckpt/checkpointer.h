@@ -82,9 +82,10 @@ class Checkpointer {
   // while no async save is in flight.
   void reserveSnapshot(const std::vector<SavePiece>& pieces);
   // Not collective: copies to host memory whatever of the deferCopy pieces of the async
-  // save in flight the writer has not read yet, after which the caller may modify them.
-  // This copy is the stall of a deferred snapshot: it shrinks the longer the caller waits.
-  // Returns the bytes copied (0 when nothing is deferred or the writer already read it all).
+  // save in flight neither the writer nor its background copier has reached yet, after
+  // which the caller may modify them. This copy is the stall of a deferred snapshot: it
+  // shrinks the longer the caller waits, to nothing once the copier is through (it copies
+  // at memcpy speed, ahead of the disk). Returns the bytes it copied.
   std::int64_t releaseSources();
   bool asyncInFlight() const { return pending_ != nullptr; }
 

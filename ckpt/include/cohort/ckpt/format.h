@@ -58,7 +58,7 @@ struct WriteOptions {
 };
 
 // Where writeShard takes the bytes of chunks whose memory may change hands while it runs
-// (the lazy snapshot of an async save). writeShard reads each chunk once, front to back, in
+// (the deferred snapshot of an async save). writeShard reads each chunk once, front to back, in
 // chunk order, from the thread that called it.
 class ChunkBytes {
  public:
