@@ -62,4 +62,21 @@ run --output_dir="$tmp/async" --save_strategy=no --resume_from_checkpoint=true \
 grep -q "^resumed_from $tmp/async/checkpoint-6" "$tmp/async-resumed.txt" || { echo "FAIL not resumed from 6"; fail=1; }
 echo "resume from an async checkpoint:"
 python3 "$here/compare_runs.py" "$tmp/last.txt" "$tmp/async-resumed.txt" --params-only || fail=1
+
+# A fresh run (no resume) into an output_dir with an earlier run's checkpoints: refused,
+# naming them, unless overwrite_output_dir deletes them first.
+mkdir -p "$tmp/l2/checkpoint-99" && touch "$tmp/l2/checkpoint-99/checkpoint-is-incomplete.txt"
+if "${mpi[@]}" -n 2 "$probe" "${common[@]}" --output_dir="$tmp/l2" --save_steps=2 \
+    > "$tmp/fresh.log" 2>&1; then
+  echo "FAIL a fresh run into $tmp/l2 (earlier checkpoints) succeeded"; fail=1
+elif grep -q "holds checkpoints of an earlier run (.*checkpoint-99" "$tmp/fresh.log" &&
+     ! grep -q "Segmentation\|core dumped\|terminate called" "$tmp/fresh.log"; then
+  echo "ok   a fresh run into an output_dir with earlier checkpoints is refused, naming them"
+else
+  echo "FAIL fresh run into $tmp/l2: no clear error"; tail -5 "$tmp/fresh.log"; fail=1
+fi
+expect_dirs "$tmp/l2" "4 8 99" "the refused run left the earlier checkpoints alone"
+run --output_dir="$tmp/l2" --save_steps=2 --save_total_limit=2 --overwrite_output_dir=true \
+    --probe-metrics=5,4,3,1
+expect_dirs "$tmp/l2" "6 8" "overwrite_output_dir replaced the earlier run's checkpoints"
 exit $fail

@@ -52,6 +52,41 @@ std::vector<std::string> splitLines(const std::string& s) {
   return out;
 }
 
+// COLLECTIVE. A run that does not resume must not mix its checkpoints with an earlier run's
+// in output_dir: rotation and `resume_from_checkpoint=true` go by step number, so an old
+// checkpoint-176 would outrank (and rotate away) this run's checkpoint-100. As HF's
+// example scripts: an error, unless overwrite_output_dir, which removes them (rank 0).
+void startFresh(const TrainingArguments& args, ckpt::Checkpointer& cp, int rank) {
+  std::string found, error;
+  if (rank == 0) {
+    try {
+      std::vector<std::string> dirs;
+      if (std::filesystem::is_directory(args.output_dir())) {
+        for (const auto& c : ckpt::listCheckpoints(args.output_dir(), false))
+          dirs.push_back(c.path);
+      }
+      for (const auto& d : dirs) found += (found.empty() ? "" : ", ") + d;
+      if (!dirs.empty() && args.overwrite_output_dir()) {
+        for (const auto& d : dirs) std::filesystem::remove_all(d);
+        std::filesystem::remove(args.output_dir() + "/PREEMPTED");
+        COHORT_LOG_WARN("overwrite_output_dir: removed {} checkpoint(s) of an earlier run: {}",
+                        dirs.size(), found);
+      }
+    } catch (const std::exception& e) {
+      error = "output_dir " + args.output_dir() + ": " + e.what();
+    }
+  }
+  cp.agree<ConfigError>(error);
+  found = cp.shareFromRoot(found);
+  if (!found.empty() && !args.overwrite_output_dir()) {
+    throw ConfigError("output_dir " + args.output_dir() +
+                      " holds checkpoints of an earlier run (" + found +
+                      ") and this run does not resume: set resume_from_checkpoint=true to "
+                      "continue it, overwrite_output_dir=true to delete them and start over, "
+                      "or use another output_dir");
+  }
+}
+
 // COLLECTIVE. Restores the run from resume_from_checkpoint; returns where the data loader
 // continues. With "true", incomplete or corrupt checkpoints are skipped (and reported) in
 // favour of the next older valid one.
@@ -265,6 +300,8 @@ TrainOutput Trainer::train() {
   DataPosition next;
   if (resumeKind(args_) != ResumeKind::kNone) {
     next = resumeRun(args_, state_, ts, checkpointer, plan, withOptimizer);
+  } else {
+    startFresh(args_, checkpointer, rank);
   }
   loader.seek(next.epoch, next.stepInEpoch);
   const double alpha = args_.has_neftune_noise_alpha() ? args_.neftune_noise_alpha() : 0.0;
