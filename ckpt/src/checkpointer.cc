@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "cohort/dist/communicator.h"
+#include "cohort/dist/env.h"
 #include "cohort/dist/log.h"
 #include "cohort/dist/mpi_backend.h"
 
@@ -71,12 +72,12 @@ at::Tensor bytesTensor(const std::string& s) {
 // front to back, from the snapshot below safe_ and in place above it.
 class Checkpointer::AsyncSources : public ChunkBytes {
  public:
-  AsyncSources(std::vector<at::Tensor> live, std::vector<at::Tensor> snapshot)
+  AsyncSources(std::vector<at::Tensor> live, std::vector<at::Tensor> snapshot, bool withCopier)
       : live_(std::move(live)), snapshot_(std::move(snapshot)), safe_(snapshot_.size(), 0) {
     for (std::size_t i = 0; i < live_.size(); ++i) {
       if (!live_[i].defined()) safe_[i] = static_cast<std::int64_t>(snapshot_[i].nbytes());
     }
-    copier_ = std::thread([this] { copyAhead(); });
+    if (withCopier) copier_ = std::thread([this] { copyAhead(); });
   }
   ~AsyncSources() override { release(); }
 
@@ -335,7 +336,8 @@ void Checkpointer::saveAsync(const std::string& dir, const std::vector<SavePiece
     copies[i].data = snapshot_[i];
   }
   auto pending = std::make_unique<Pending>();
-  pending->sources = std::make_shared<AsyncSources>(std::move(live), snapshot_);
+  pending->sources = std::make_shared<AsyncSources>(std::move(live), snapshot_,
+                                                    env::getBool("COHORT_CKPT_COPY_AHEAD"));
   pending->result = std::async(std::launch::async, [this, dir, copies = std::move(copies),
                                                     h = std::move(header),
                                                     sources = pending->sources]() mutable {

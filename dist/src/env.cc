@@ -23,6 +23,11 @@ const std::vector<Var>& all() {
       {"COHORT_CHECK_COLLECTIVES", "1",
        "1: every collective first checks across ranks that kind, count, dtype and root "
        "match (a mismatch is a DistError on every rank instead of a hang). 0 disables."},
+      {"COHORT_CKPT_COPY_AHEAD", "1",
+       "1: an async checkpoint save copies the weights and optimizer moments to host memory "
+       "on a background thread, ahead of the writer, so the next optimizer step rarely "
+       "waits. 0: no background copy (less memory traffic); the optimizer step copies "
+       "whatever the writer has not read yet."},
       {"COHORT_PROGRESS_BAR", "auto",
        "auto|1|0. The rank-0 progress bar redraws one line when stdout is a terminal, else "
        "prints a plain line every 30 s. auto: a terminal is assumed only when stdout is a "

@@ -63,6 +63,27 @@ grep -q "^resumed_from $tmp/async/checkpoint-6" "$tmp/async-resumed.txt" || { ec
 echo "resume from an async checkpoint:"
 python3 "$here/compare_runs.py" "$tmp/last.txt" "$tmp/async-resumed.txt" --params-only || fail=1
 
+# save_async with 256 MiB of weights (+ Adam moments) and no background copy: the writer
+# reads them in place, and an optimizer step that starts before it is done first copies
+# what is left (printed below: here the write usually ends first, a step being slower;
+# checkpointer_test releases at every point of a write). Training is unchanged, and
+# resuming from an async checkpoint continues exactly.
+big=(--probe-ballast-param-mb=256 --probe-metrics=5,4,3,1)
+run --output_dir="$tmp/bigref" --save_strategy=no "${big[@]}" --probe-out="$tmp/bigref.txt"
+COHORT_CKPT_COPY_AHEAD=0 run --output_dir="$tmp/big" --save_steps=2 --save_async=true \
+  "${big[@]}" --probe-out="$tmp/big.txt"
+copies=$(grep -c "optimizer step first copied" "$tmp/last.log" || true)
+echo "     $copies of 4 async saves had bytes left for the optimizer step to copy"
+grep -m 1 "optimizer step first copied" "$tmp/last.log" | sed 's/^.*async save: /     e.g. /' || true
+python3 "$here/compare_runs.py" "$tmp/bigref.txt" "$tmp/big.txt" --params-only || fail=1
+rm -rf "$tmp/big/checkpoint-6" "$tmp/big/checkpoint-8"
+run --output_dir="$tmp/big" --save_strategy=no --resume_from_checkpoint=true "${big[@]}" \
+    --probe-out="$tmp/big-resumed.txt"
+grep -q "^resumed_from $tmp/big/checkpoint-4" "$tmp/big-resumed.txt" || { echo "FAIL not resumed from 4"; fail=1; }
+echo "resume from an async checkpoint of 256 MiB weights:"
+python3 "$here/compare_runs.py" "$tmp/bigref.txt" "$tmp/big-resumed.txt" --params-only || fail=1
+rm -rf "$tmp/big" "$tmp/bigref"
+
 # A fresh run (no resume) into an output_dir with an earlier run's checkpoints: refused,
 # naming them, unless overwrite_output_dir deletes them first.
 mkdir -p "$tmp/l2/checkpoint-99" && touch "$tmp/l2/checkpoint-99/checkpoint-is-incomplete.txt"

@@ -6,6 +6,10 @@
 //   --probe-stop-at=N       stop after optimizer step N (a callback sets should_stop)
 //   --probe-metrics=a,b,... the k-th evaluation reports eval_score = the k-th value
 //   --probe-ballast-mb=M    an extra M MiB buffer (slow, large saves)
+//   --probe-ballast-param-mb=M  an extra M MiB trainable parameter (scales the logits by
+//                           1 + 1e-3 * its mean), so weights and Adam moments are large:
+//                           async saves then race the next optimizer step. Parameters this
+//                           large are written to --probe-out as two weighted sums.
 //   --probe-step-ms=T       sleep T ms in every forward (time for signals to land)
 //   --probe-pid-dir=DIR     each rank writes DIR/rank-<r>.pid (for tests that kill one) and
 //                           keeps DIR/phase-<r> holding one letter: D (loading a training
@@ -47,7 +51,7 @@ struct ProbeFlags {
   std::string out;
   std::int64_t stopAt = -1;
   std::vector<double> metrics;
-  std::int64_t ballastMb = 0;
+  std::int64_t ballastMb = 0, ballastParamMb = 0;
   std::int64_t stepMs = 0;
   std::string pidDir;
   std::int64_t dataMs = 0;
@@ -93,6 +97,8 @@ ProbeFlags takeFlags(int& argc, char** argv) {
       f.stopAt = std::stoll(v);
     } else if (const char* v = value("--probe-ballast-mb=")) {
       f.ballastMb = std::stoll(v);
+    } else if (const char* v = value("--probe-ballast-param-mb=")) {
+      f.ballastParamMb = std::stoll(v);
     } else if (const char* v = value("--probe-step-ms=")) {
       f.stepMs = std::stoll(v);
     } else if (const char* v = value("--probe-data-ms=")) {
@@ -150,19 +156,26 @@ class SyntheticDataset : public trainer::Dataset {
 };
 
 struct ProbeNetImpl : torch::nn::Module {
-  explicit ProbeNetImpl(std::int64_t ballastMb) {
+  ProbeNetImpl(std::int64_t ballastMb, std::int64_t ballastParamMb) {
     fc1 = register_module("fc1", torch::nn::Linear(kIn, kHidden));
     fc2 = register_module("fc2", torch::nn::Linear(kHidden, kClasses));
     scale = register_buffer("scale", at::full({kClasses}, 1.5, at::kDouble));
     if (ballastMb > 0) {
       ballast = register_buffer("ballast", at::arange(ballastMb * (1 << 17), at::kDouble));
     }
+    if (ballastParamMb > 0) {
+      const std::int64_t n = ballastParamMb * (1 << 17);
+      ballastParam = register_parameter(
+          "ballast_w", at::arange(n, at::kDouble).div_(static_cast<double>(n)).sub_(0.5));
+    }
   }
   at::Tensor forward(const at::Tensor& x) {
-    return fc2->forward(at::tanh(fc1->forward(x))) * scale;
+    at::Tensor y = fc2->forward(at::tanh(fc1->forward(x))) * scale;
+    if (ballastParam.defined()) y = y * (1.0 + 1e-3 * ballastParam.mean());
+    return y;
   }
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
-  at::Tensor scale, ballast;
+  at::Tensor scale, ballast, ballastParam;
 };
 TORCH_MODULE(ProbeNet);
 
@@ -185,6 +198,15 @@ void writeProbe(const std::string& path, torch::nn::Module& model, const trainer
   char buf[64];
   for (const auto& p : model.named_parameters()) {
     out << "param " << p.key();
+    if (p.value().numel() > (1 << 20)) {  // a ballast: two weighted sums stand for it
+      const at::Tensor t = p.value().detach().reshape({-1}).to(at::kDouble);
+      const at::Tensor w = at::arange(t.numel(), at::kLong).remainder(7).add(1).to(at::kDouble);
+      std::snprintf(buf, sizeof buf, " %.17g", t.mul(w).sum().item<double>());
+      out << buf;
+      std::snprintf(buf, sizeof buf, " %.17g", t.mul(t).sum().item<double>());
+      out << buf << "\n";
+      continue;
+    }
     const at::Tensor t = p.value().detach().contiguous().to(at::kDouble);
     for (std::int64_t i = 0; i < t.numel(); ++i) {
       std::snprintf(buf, sizeof buf, " %.17g", t.data_ptr<double>()[i]);
@@ -218,7 +240,7 @@ int main(int argc, char** argv) {
           << ::getpid() << "\n";
     }
     at::manual_seed(static_cast<std::uint64_t>(ex.args.seed()));
-    ProbeNet model(flags.ballastMb);
+    ProbeNet model(flags.ballastMb, flags.ballastParamMb);
     model->to(at::kDouble);
     trainer::TrainerParts parts;
     parts.model = model.ptr();

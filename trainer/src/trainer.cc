@@ -496,7 +496,15 @@ TrainOutput Trainer::train() {
       }
     }
     // An async save in flight may still be reading parameters and moments in place.
-    checkpointer.releaseSources();
+    if (checkpointer.asyncInFlight()) {
+      const auto t0 = Clock::now();
+      const std::int64_t copied = checkpointer.releaseSources();
+      if (copied > 0 && rank == 0) {
+        COHORT_LOG_INFO("async save: the optimizer step first copied {:.1f} MiB the writer had "
+                        "not reached ({:.3f} s)",
+                        static_cast<double>(copied) / (1 << 20), seconds(t0, Clock::now()));
+      }
+    }
     optimizer.step(lr);
 
     ++state_.globalStep;
