@@ -12,12 +12,16 @@
 #include <google/protobuf/text_format.h>
 #include <google/protobuf/util/json_util.h>
 
+#include <mpi.h>
+
 #include <algorithm>
+#include <chrono>
 #include <charconv>
 #include <cmath>
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <thread>
 
 #include "cohort/dist/error.h"
 #include "cohort/dist/log.h"
@@ -858,9 +862,59 @@ int exitCodeFor(const std::exception& e) noexcept {
   return dynamic_cast<const ConfigError*>(&e) != nullptr ? kConfigErrorExitCode : 1;
 }
 
+namespace {
+
+// A ConfigError is printed by rank 0 alone, but mpirun ends the whole job at the first
+// non-zero exit: a rank that exits first can take rank 0's message with it (seen when rank
+// 0 took longer to unwind). So rank 0 tells the others once it has printed, and they wait
+// for that, at most a few seconds (rank 0 may be stuck or gone). Only in an MPI job, and
+// only when `rank` is this process's rank.
+constexpr int kPrintedTag = 7411;  // MPI_COMM_WORLD itself carries no other Cohort traffic
+
+void orderConfigErrorExit(int rank) noexcept {
+  int initialized = 0, finalized = 0, size = 1, me = -1;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Comm_rank(MPI_COMM_WORLD, &me);
+  if (size < 2 || me != rank) return;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(rank == 0 ? 1 : 5);
+  static int token = 1;  // outlives this call: a send may still be in flight
+  int done = 0;
+  if (rank == 0) {
+    for (int r = 1; r < size; ++r) {
+      MPI_Request req;
+      if (MPI_Isend(&token, 1, MPI_INT, r, kPrintedTag, MPI_COMM_WORLD, &req) != MPI_SUCCESS) return;
+      done = 0;
+      while (!done && std::chrono::steady_clock::now() < until) {
+        MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+      }
+      if (!done) MPI_Request_free(&req);
+    }
+    return;
+  }
+  static int got = 0;
+  MPI_Request req;
+  if (MPI_Irecv(&got, 1, MPI_INT, 0, kPrintedTag, MPI_COMM_WORLD, &req) != MPI_SUCCESS) return;
+  while (!done && std::chrono::steady_clock::now() < until) {
+    MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (!done) {
+    MPI_Cancel(&req);
+    MPI_Request_free(&req);
+  }
+}
+
+}  // namespace
+
 int reportFatalError(const std::exception& e, int rank, std::FILE* out) noexcept {
   const int code = exitCodeFor(e);
-  if (code == kConfigErrorExitCode && rank != 0) return code;
+  if (code == kConfigErrorExitCode && rank != 0) {
+    orderConfigErrorExit(rank);
+    return code;
+  }
   // One line, whatever the message holds; no allocation, so nothing here can throw.
   std::string_view msg = e.what();
   std::fputs(code == kConfigErrorExitCode ? "config error: " : "error (rank ", out);
@@ -868,6 +922,7 @@ int reportFatalError(const std::exception& e, int rank, std::FILE* out) noexcept
   for (char c : msg) std::fputc(c == '\n' || c == '\r' ? ' ' : c, out);
   std::fputc('\n', out);
   std::fflush(out);
+  if (code == kConfigErrorExitCode) orderConfigErrorExit(rank);
   return code;
 }
 

@@ -142,7 +142,8 @@ int exitCodeFor(const std::exception& e) noexcept;
 // Prints the error as ONE line to `out` and returns exitCodeFor(e). A ConfigError is
 // deterministic (every rank has the same one), so it is printed by rank 0 only, as
 // "config error: <message>"; any other error is printed by every rank that has it, as
-// "error (rank N): <message>".
+// "error (rank N): <message>". In an MPI job the other ranks wait (at most 5 s) until rank 0
+// has printed a ConfigError, so that mpirun does not end the job before it shows.
 int reportFatalError(const std::exception& e, int rank, std::FILE* out = stderr) noexcept;
 // Logs each warning once (on rank 0) through the project logger.
 void logWarnings(const Warnings& warnings, int rank);
