@@ -85,8 +85,8 @@ Runtime::~Runtime() {
   if (!ownsMpi_) return;
   if (gBroken.load()) {
     // A peer may be gone or stuck: MPI_Finalize could block forever. Leave it to the
-    // process exit (mpirun/srun then end the job).
-    COHORT_LOG_WARN("skipping MPI_Finalize: a collective failed or the job was aborted");
+    // process exit (mpirun/srun then end the job). The error itself has been reported.
+    COHORT_LOG_DEBUG("exiting without MPI_Finalize: the job is ending on an error");
     return;
   }
   MPI_Finalize();
