@@ -79,7 +79,8 @@ class Checkpointer::AsyncSources : public ChunkBytes {
     }
     if (withCopier) copier_ = std::thread([this] { copyAhead(); });
   }
-  ~AsyncSources() override { release(); }
+  // Nothing reads the snapshot any more: stop the copier, copy nothing.
+  ~AsyncSources() override { stopCopier(); }
 
   void copy(std::size_t index, std::int64_t pos, std::int64_t n, void* dst) override {
     std::unique_lock<std::mutex> g(mu_);
@@ -101,9 +102,8 @@ class Checkpointer::AsyncSources : public ChunkBytes {
     {
       std::lock_guard<std::mutex> g(mu_);
       if (released_) return 0;
-      stopCopier_ = true;
     }
-    if (copier_.joinable()) copier_.join();
+    stopCopier();
     // One critical section: the writer reads in place before it or from the snapshot after.
     std::lock_guard<std::mutex> g(mu_);
     std::int64_t copied = 0;
@@ -120,6 +120,14 @@ class Checkpointer::AsyncSources : public ChunkBytes {
 
  private:
   static char* bytesOf(const at::Tensor& t) { return static_cast<char*>(t.data_ptr()); }
+
+  void stopCopier() {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      stopCopier_ = true;
+    }
+    if (copier_.joinable()) copier_.join();
+  }
 
   std::int64_t copyRange(std::size_t i, std::int64_t from, std::int64_t to) {
     if (from >= to) return 0;
