@@ -1,7 +1,7 @@
 // All-reduce bandwidth: Cohort's Communicator::allReduce vs raw MPI_Allreduce, interleaved
 // (A B A B ...) in the same launch, float32 sum, in place. Prints one ROW line per size and
 // variant (the median over repetitions); scripts/bench aggregates several launches.
-//   usage: mpirun -np N bench_allreduce [--max-mib 256] [--reps 5]
+//   usage: mpirun -np N bench_allreduce [--max-mib 256] [--reps 6]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <mpi.h>
@@ -45,7 +45,7 @@ double timeIt(int iters, F&& f) {
 int main(int argc, char** argv) {
   at::set_num_threads(1);
   auto rt = cohort::dist::init(&argc, &argv);
-  int maxMib = 256, reps = 5;
+  int maxMib = 256, reps = 6;
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--max-mib") == 0) maxMib = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--reps") == 0) reps = std::atoi(argv[i + 1]);
@@ -56,22 +56,33 @@ int main(int argc, char** argv) {
   const double busFactor = n > 1 ? 2.0 * (n - 1) / n : 1.0;
   for (std::size_t bytes = 4096; bytes <= static_cast<std::size_t>(maxMib) << 20; bytes *= 4) {
     const int64_t count = static_cast<int64_t>(bytes / 4);
-    at::Tensor a = at::rand({count}, at::kFloat);
-    std::vector<float> b(static_cast<std::size_t>(count), 1.0f);
+    // Both variants reduce a tensor allocated the same way (the allocator decides page
+    // alignment and whether the buffer is mmapped, which shared-memory copies feel).
+    at::Tensor a = at::full({count}, 0.5f, at::kFloat);
+    at::Tensor bt = at::full({count}, 0.5f, at::kFloat);
+    float* b = bt.data_ptr<float>();
     // Enough iterations for ~0.2 s per sample at 1 GB/s, at least 2.
     const int iters = std::max<int>(2, static_cast<int>(2e8 / static_cast<double>(bytes)));
     comm->allReduce(a);  // warm-up both paths
-    MPI_Allreduce(MPI_IN_PLACE, b.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM,
-                  MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, b, static_cast<int>(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     std::vector<double> tc, tm;
-    for (int r = 0; r < reps; ++r) {
-      tc.push_back(timeIt(iters, [&] { comm->allReduce(a); }));
+    auto runCohort = [&] { tc.push_back(timeIt(iters, [&] { comm->allReduce(a); })); };
+    auto runMpi = [&] {
       tm.push_back(timeIt(iters, [&] {
-        MPI_Allreduce(MPI_IN_PLACE, b.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM,
+        MPI_Allreduce(MPI_IN_PLACE, b, static_cast<int>(count), MPI_FLOAT, MPI_SUM,
                       MPI_COMM_WORLD);
       }));
+    };
+    for (int r = 0; r < reps; ++r) {  // A B, B A, ...: neither variant always goes first
+      if (r % 2 == 0) {
+        runCohort();
+        runMpi();
+      } else {
+        runMpi();
+        runCohort();
+      }
       a.fill_(0.5);  // keep values finite
-      std::fill(b.begin(), b.end(), 0.5f);
+      bt.fill_(0.5);
     }
     if (rt->rank() == 0) {
       const double c = median(tc), m = median(tm);

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "cohort/dist/error.h"
+#include "work_state.h"
 
 namespace cohort::dist {
 
@@ -81,7 +82,12 @@ std::unique_ptr<Work> Communicator::allReduceAsync(const at::Tensor& t, ReduceOp
   return std::make_unique<TensorWork>(std::move(inner), t);
 }
 
-void Communicator::allReduce(const at::Tensor& t, ReduceOp op) { allReduceAsync(t, op)->wait(); }
+// The blocking calls below wait for their collectives at once: CallerWaitsScope lets the
+// backend run them on this thread instead of handing them to its engine thread.
+void Communicator::allReduce(const at::Tensor& t, ReduceOp op) {
+  detail::CallerWaitsScope callerWaits;
+  allReduceAsync(t, op)->wait();
+}
 
 std::unique_ptr<Work> Communicator::reduceScatterAsync(const at::Tensor& t, ReduceOp op) {
   checkTensor(*backend_, t, "reduce_scatter");
@@ -98,12 +104,16 @@ std::unique_ptr<Work> Communicator::allGatherPartitionsAsync(const at::Tensor& t
 }
 
 void Communicator::broadcast(const at::Tensor& t, int root) {
+  detail::CallerWaitsScope callerWaits;
   checkTensor(*backend_, t, "broadcast");
   const DType dt = toDType(t, "broadcast");
   backend_->broadcast(t.data_ptr(), static_cast<std::size_t>(t.numel()), dt, root)->wait();
 }
 
-void Communicator::barrier() { backend_->barrier()->wait(); }
+void Communicator::barrier() {
+  detail::CallerWaitsScope callerWaits;
+  backend_->barrier()->wait();
+}
 
 void Communicator::abort(const std::string& reason) { backend_->abort(reason); }
 
@@ -163,6 +173,7 @@ std::vector<std::int64_t> Communicator::exchangeShapes(const at::Tensor& t, bool
 }
 
 at::Tensor Communicator::allGather(const at::Tensor& t) {
+  detail::CallerWaitsScope callerWaits;
   exchangeShapes(t, /*sameDim0=*/true, "all_gather");
   std::vector<std::int64_t> shape{size()};
   for (auto d : t.sizes()) shape.push_back(d);
@@ -189,6 +200,7 @@ std::vector<std::int64_t> outShape(const at::Tensor& t, std::int64_t totalRows) 
 }  // namespace
 
 at::Tensor Communicator::allGatherV(const at::Tensor& t, std::vector<std::int64_t>* rowsPerRank) {
+  detail::CallerWaitsScope callerWaits;
   if (t.dim() == 0) throw DistError("all_gather_v: needs a tensor with at least one dim");
   const auto rows = exchangeShapes(t, /*sameDim0=*/false, "all_gather_v");
   std::int64_t total = 0;
@@ -201,6 +213,7 @@ at::Tensor Communicator::allGatherV(const at::Tensor& t, std::vector<std::int64_
 }
 
 std::optional<at::Tensor> Communicator::gatherV(const at::Tensor& t, int root) {
+  detail::CallerWaitsScope callerWaits;
   if (t.dim() == 0) throw DistError("gather: needs a tensor with at least one dim");
   if (root < 0 || root >= size()) {
     throw DistError("gather: root " + std::to_string(root) + " is not a rank of this group");

@@ -94,6 +94,7 @@ class MpiWork : public Work {
  public:
   MpiWork(MpiBackend* b, std::shared_ptr<detail::WorkState> s)
       : backend_(b), state_(std::move(s)) {}
+  ~MpiWork() override;
   void wait() override;
   bool isCompleted() override {
     std::lock_guard<std::mutex> lock(state_->mu);
@@ -126,7 +127,7 @@ class MpiBackend final : public Backend {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
     }
-    cv_.notify_all();
+    engineCv_.notify_all();
     engine_.join();
     // A broken communicator may still have requests in flight; freeing it could block.
     if (!broken_) {
@@ -196,7 +197,7 @@ class MpiBackend final : public Backend {
       abortReason_ = reason;
       abortState_ = AbortState::kRequested;
     }
-    cv_.notify_all();
+    engineCv_.notify_all();
     // The engine posts the notices within a few milliseconds; bounded so abort never hangs.
     cv_.wait_for(lock, std::chrono::seconds(2),
                  [&] { return abortState_ == AbortState::kSent || engineDone_; });
@@ -264,42 +265,49 @@ class MpiBackend final : public Backend {
                       " called before cohort::dist::init() (or after shutdown)");
     }
     o.state = std::make_shared<detail::WorkState>();
+    const bool callerRuns = detail::callerWaits();
+    o.state->callerRuns = callerRuns;
     auto work = std::make_unique<MpiWork>(this, o.state);
     {
       std::lock_guard<std::mutex> lock(mu_);
       o.seq = nextSeq_++;
       queue_.push_back(std::move(o));
     }
-    cv_.notify_all();
+    if (!callerRuns) engineCv_.notify_all();
     return work;
   }
 
   // ---- engine thread ----
 
   // The engine runs queued ops whenever no other thread holds the runner token; so does a
-  // thread blocked in wait() (runQueuedUntil), which saves two thread hand-offs per
-  // blocking collective. Exactly one thread makes this backend's MPI calls at a time.
+  // thread blocked in wait() (runQueuedUntil). The engine leaves an op whose issuing thread
+  // runs it itself (callerRuns: a blocking call), which saves the two thread hand-offs (a
+  // wake-up of ~5 us each here) that the engine would add. Exactly one thread makes this
+  // backend's MPI calls at a time.
   void engineLoop() {
     std::unique_lock<std::mutex> lock(mu_);
     while (true) {
-      if (!queue_.empty() && !runnerBusy_) {
+      if (!queue_.empty() && !runnerBusy_ && !queue_.front().state->callerRuns) {
         runFront(lock);
         continue;
       }
       if (stop_ && queue_.empty()) break;
-      cv_.wait_for(lock, std::chrono::milliseconds(5));
-      if (runnerBusy_) continue;
+      engineCv_.wait_for(lock, std::chrono::milliseconds(5));
+      if (runnerBusy_ || !queue_.empty()) continue;
       runnerBusy_ = true;
       lock.unlock();
       idlePoll();
       lock.lock();
       runnerBusy_ = false;
+      if (!queue_.empty()) cv_.notify_all();  // a caller may have queued meanwhile
     }
     engineDone_ = true;
     cv_.notify_all();
   }
 
   // Pops and runs the front op with the runner token; `lock` holds mu_ on entry and exit.
+  // Wakes waiting callers, and the engine only when it has something to run: a wake-up
+  // costs a core that the peer rank or compute threads would use.
   void runFront(std::unique_lock<std::mutex>& lock) {
     runnerBusy_ = true;
     Op op = std::move(queue_.front());
@@ -309,9 +317,17 @@ class MpiBackend final : public Backend {
     lock.lock();
     runnerBusy_ = false;
     cv_.notify_all();
+    if (!queue_.empty() && !queue_.front().state->callerRuns) engineCv_.notify_all();
   }
 
  public:
+  // Called when an MpiWork is destroyed: an op its issuer meant to run goes to the engine.
+  void releaseToEngine(const std::shared_ptr<detail::WorkState>& state) {
+    if (!state->callerRuns.exchange(false)) return;
+    { std::lock_guard<std::mutex> lock(mu_); }  // the engine is waiting or will see the flag
+    engineCv_.notify_all();
+  }
+
   // Called by MpiWork::wait(): runs queued ops (in order) until `state` is done.
   void runQueuedUntil(const std::shared_ptr<detail::WorkState>& state) {
     std::unique_lock<std::mutex> lock(mu_);
@@ -791,7 +807,8 @@ class MpiBackend final : public Backend {
   int size_ = 1;
 
   std::mutex mu_;  // guards queue_, nextSeq_, stop_, abort*, engineDone_
-  std::condition_variable cv_;
+  std::condition_variable cv_;        // threads in wait() and abort() wait here
+  std::condition_variable engineCv_;  // the engine thread waits here
   std::deque<Op> queue_;
   std::int64_t nextSeq_ = 0;
   bool stop_ = false;
@@ -814,8 +831,11 @@ class MpiBackend final : public Backend {
   std::atomic<bool> broken_{false};
 };
 
+MpiWork::~MpiWork() { backend_->releaseToEngine(state_); }
+
 void MpiWork::wait() {
   backend_->runQueuedUntil(state_);
+  state_->callerRuns = false;  // done: nothing for the engine to take over
   std::lock_guard<std::mutex> lock(state_->mu);
   if (state_->error) std::rethrow_exception(state_->error);
 }

@@ -3,10 +3,13 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
 #include <vector>
 
 #include "cohort/dist/error.h"
 #include "test_util.h"
+#include "work_state.h"
 
 namespace cohort::test {
 namespace {
@@ -99,6 +102,61 @@ TEST(AllReduce, AsyncHandlesCompleteInIssueOrder) {
     EXPECT_TRUE(works[i]->isCompleted());
     const double want = comm->size() * (comm->size() - 1) / 2.0 + comm->size() * i;
     ok = ok && at::allclose(ts[i], at::full_like(ts[i], want), 0, 0);
+  }
+  EXPECT_TRUE(allRanks(ok));
+}
+
+// A blocking call's collective runs on the calling thread, in wait(): the engine thread
+// leaves it alone (no hand-off). Before wait() nothing has moved, on any rank.
+TEST(AllReduce, BlockingCallsRunOnTheCallingThread) {
+  auto comm = worldComm();
+  at::Tensor t = at::full({4096}, static_cast<double>(comm->rank() + 1), at::kDouble);
+  std::unique_ptr<dist::Work> work;
+  {
+    dist::detail::CallerWaitsScope callerWaits;  // what Communicator::allReduce sets
+    work = comm->allReduceAsync(t);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const bool untouched = at::equal(t, at::full_like(t, comm->rank() + 1.0));
+  EXPECT_TRUE(untouched) << "the engine ran a collective whose caller was about to run it";
+  work->wait();
+  const double want = comm->size() * (comm->size() + 1) / 2.0;
+  EXPECT_TRUE(allRanks(untouched && at::equal(t, at::full_like(t, want))));
+}
+
+// ... and when its Work is dropped without wait(), the engine runs it after all.
+TEST(AllReduce, DroppedBlockingStyleWorkStillCompletes) {
+  auto comm = worldComm();
+  at::Tensor t = at::full({4096}, static_cast<double>(comm->rank() + 1), at::kDouble);
+  {
+    dist::detail::CallerWaitsScope callerWaits;
+    comm->allReduceAsync(t);  // the Work dies here
+  }
+  const double want = comm->size() * (comm->size() + 1) / 2.0;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  bool done = false;
+  while (!done && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    done = at::equal(t, at::full_like(t, want));
+  }
+  EXPECT_TRUE(done) << "a dropped collective never ran";
+  comm->barrier();  // the next collective still works
+  EXPECT_TRUE(allRanks(done));
+}
+
+// Async collectives (engine) and blocking ones (caller) issued back to back keep the order.
+TEST(AllReduce, AsyncAndBlockingCallsInterleave) {
+  auto comm = worldComm();
+  const int n = comm->size();
+  bool ok = true;
+  for (int round = 0; round < 20; ++round) {
+    at::Tensor a = at::full({3000 + round}, static_cast<double>(comm->rank()), at::kDouble);
+    at::Tensor b = at::full({17}, static_cast<double>(round + comm->rank()), at::kDouble);
+    auto wa = comm->allReduceAsync(a);
+    comm->allReduce(b);  // queued behind a
+    wa->wait();
+    ok = ok && at::equal(a, at::full_like(a, n * (n - 1) / 2.0)) &&
+         at::equal(b, at::full_like(b, n * round + n * (n - 1) / 2.0));
   }
   EXPECT_TRUE(allRanks(ok));
 }
