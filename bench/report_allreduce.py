@@ -38,6 +38,12 @@ for s in sizes:
     print(f"{fmt(s):>9} | {c / factor:9.2f} GB/s {c:7.2f} GB/s | {m / factor:6.2f} GB/s {m:6.2f} GB/s | "
           f"{ratios[s]:26.2f} | {c / m:10.2f}")
 big = [s for s in sizes if s >= 1 << 20]
+# Launches differ in kind (MPI at 1 MiB runs at ~2 or ~9 GB/s here): show each one.
+print("per launch: MPI busbw at 1 MiB, then Cohort / MPI at each size >= 1 MiB")
+print(f"{'launch':>6} | {'mpi 1 MiB':>9} | " + " ".join(f"{fmt(s):>7}" for s in big))
+for i in range(len(busbw[(big[0], "mpi")])):
+    cells = " ".join(f"{busbw[(s, 'cohort')][i] / busbw[(s, 'mpi')][i]:7.2f}" for s in big)
+    print(f"{i + 1:>6} | {busbw[(big[0], 'mpi')][i]:4.2f} GB/s | {cells}")
 result = {
     "busbw_ratio_min_ge_1MiB": round(min(ratios[s] for s in big), 3),
     "busbw_256MiB_over_16MiB": round(med[max(sizes)] / med[16 << 20], 3) if (16 << 20) in med else None,
