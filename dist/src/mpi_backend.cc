@@ -287,7 +287,8 @@ class MpiBackend final : public Backend {
   void engineLoop() {
     std::unique_lock<std::mutex> lock(mu_);
     while (true) {
-      if (!queue_.empty() && !runnerBusy_ && !queue_.front().state->callerRuns) {
+      // On shutdown nothing is left for a caller that will not come.
+      if (!queue_.empty() && !runnerBusy_ && (stop_ || !queue_.front().state->callerRuns)) {
         runFront(lock);
         continue;
       }
