@@ -1,17 +1,21 @@
 // All-reduce bandwidth: Cohort's Communicator::allReduce vs raw MPI_Allreduce, interleaved
-// (A B A B ...) in the same launch, float32 sum, in place. Prints one ROW line per size and
-// variant (the median over repetitions); scripts/bench aggregates several launches.
+// (A B, B A, ...) in the same launch, float32 sum, in place, on the same buffer. Prints one
+// ROW line per size and variant (the median over repetitions), then CROW lines for 1 and
+// 16 MiB with one CPU-bound thread per rank competing for its core; scripts/bench aggregates
+// several launches.
 //   usage: mpirun -np N bench_allreduce [--max-mib 256] [--reps 6]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <mpi.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cohort/dist/device.h"
@@ -56,18 +60,21 @@ int main(int argc, char** argv) {
   const double busFactor = n > 1 ? 2.0 * (n - 1) / n : 1.0;
   for (std::size_t bytes = 4096; bytes <= static_cast<std::size_t>(maxMib) << 20; bytes *= 4) {
     const int64_t count = static_cast<int64_t>(bytes / 4);
-    // Both variants reduce a tensor allocated the same way (the allocator decides page
-    // alignment and whether the buffer is mmapped, which shared-memory copies feel).
+    // Both variants reduce the same buffer: on this VM the speed of memory differs between
+    // buffers (and over time) by up to ~10x, so separate buffers would compare memory too.
     at::Tensor a = at::full({count}, 0.5f, at::kFloat);
-    at::Tensor bt = at::full({count}, 0.5f, at::kFloat);
-    float* b = bt.data_ptr<float>();
+    float* b = a.data_ptr<float>();
     // Enough iterations for ~0.2 s per sample at 1 GB/s, at least 2.
     const int iters = std::max<int>(2, static_cast<int>(2e8 / static_cast<double>(bytes)));
     comm->allReduce(a);  // warm-up both paths
     MPI_Allreduce(MPI_IN_PLACE, b, static_cast<int>(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     std::vector<double> tc, tm;
-    auto runCohort = [&] { tc.push_back(timeIt(iters, [&] { comm->allReduce(a); })); };
+    auto runCohort = [&] {
+      a.fill_(0.5);  // the sums double the values: start each block finite
+      tc.push_back(timeIt(iters, [&] { comm->allReduce(a); }));
+    };
     auto runMpi = [&] {
+      a.fill_(0.5);
       tm.push_back(timeIt(iters, [&] {
         MPI_Allreduce(MPI_IN_PLACE, b, static_cast<int>(count), MPI_FLOAT, MPI_SUM,
                       MPI_COMM_WORLD);
@@ -81,8 +88,6 @@ int main(int argc, char** argv) {
         runMpi();
         runCohort();
       }
-      a.fill_(0.5);  // keep values finite
-      bt.fill_(0.5);
     }
     if (rt->rank() == 0) {
       const double c = median(tc), m = median(tm);
@@ -91,6 +96,38 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
   }
+  // Contended: one CPU-bound thread per rank (a data-loader worker, another job's process)
+  // competes for the rank's core while both variants run 1 and 16 MiB all-reduces.
+  std::atomic<bool> stop{false};
+  std::thread hog([&] {
+    volatile std::uint64_t x = 0;
+    while (!stop.load(std::memory_order_relaxed)) x = x + 1;
+  });
+  for (std::size_t bytes : {std::size_t{1} << 20, std::size_t{16} << 20}) {
+    if (bytes > static_cast<std::size_t>(maxMib) << 20) continue;
+    const int64_t count = static_cast<int64_t>(bytes / 4);
+    at::Tensor a = at::full({count}, 0.5f, at::kFloat);
+    float* b = a.data_ptr<float>();
+    const int iters = std::max<int>(2, static_cast<int>(2e7 / static_cast<double>(bytes)));
+    std::vector<double> tc, tm;
+    for (int r = 0; r < 4; ++r) {
+      a.fill_(0.5);
+      tc.push_back(timeIt(iters, [&] { comm->allReduce(a); }));
+      a.fill_(0.5);
+      tm.push_back(timeIt(iters, [&] {
+        MPI_Allreduce(MPI_IN_PLACE, b, static_cast<int>(count), MPI_FLOAT, MPI_SUM,
+                      MPI_COMM_WORLD);
+      }));
+    }
+    if (rt->rank() == 0) {
+      const double c = median(tc), m = median(tm);
+      std::printf("CROW %zu cohort %.6e %.4f\n", bytes, c, bytes / c * busFactor / 1e9);
+      std::printf("CROW %zu mpi %.6e %.4f\n", bytes, m, bytes / m * busFactor / 1e9);
+      std::fflush(stdout);
+    }
+  }
+  stop = true;
+  hog.join();
   if (rt->rank() == 0) std::printf("WORLD %d\n", n);
   comm.reset();
   return 0;

@@ -10,12 +10,15 @@ import sys
 from collections import defaultdict
 
 busbw = defaultdict(list)
+contended = defaultdict(list)  # CROW: one CPU-bound thread per rank competes for its core
 world = None
 with open(sys.argv[1]) as f:
     for line in f:
         parts = line.split()
         if parts[:1] == ["ROW"]:
             busbw[(int(parts[1]), parts[2])].append(float(parts[4]))
+        elif parts[:1] == ["CROW"]:
+            contended[(int(parts[1]), parts[2])].append(float(parts[4]))
         elif parts[:1] == ["WORLD"]:
             world = int(parts[1])
 
@@ -44,6 +47,17 @@ print(f"{'launch':>6} | {'mpi 1 MiB':>9} | " + " ".join(f"{fmt(s):>7}" for s in 
 for i in range(len(busbw[(big[0], "mpi")])):
     cells = " ".join(f"{busbw[(s, 'cohort')][i] / busbw[(s, 'mpi')][i]:7.2f}" for s in big)
     print(f"{i + 1:>6} | {busbw[(big[0], 'mpi')][i]:4.2f} GB/s | {cells}")
+csizes = sorted({s for s, _ in contended})
+cratios = {}
+if csizes:
+    print("contended (one CPU-bound thread per rank on the rank's core):")
+    for s in csizes:
+        c = statistics.median(contended[(s, "cohort")])
+        m = statistics.median(contended[(s, "mpi")])
+        cratios[s] = statistics.median(
+            a / b for a, b in zip(contended[(s, "cohort")], contended[(s, "mpi")]))
+        print(f"{fmt(s):>9} | cohort busbw {c:6.2f} GB/s | mpi busbw {m:6.2f} GB/s | "
+              f"ratio (per launch, median) {cratios[s]:.2f}")
 result = {
     "busbw_ratio_min_ge_1MiB": round(min(ratios[s] for s in big), 3),
     "busbw_256MiB_over_16MiB": round(med[max(sizes)] / med[16 << 20], 3) if (16 << 20) in med else None,
@@ -52,4 +66,6 @@ result = {
     "cohort_busbw_256MiB_GBps": round(med[max(sizes)], 3),
     "world": world,
 }
+for s in csizes:
+    result[f"contended_ratio_{s >> 20}MiB"] = round(cratios[s], 3)
 print("BENCH " + json.dumps(result))
