@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "cohort/dist/communicator.h"
 #include "cohort/dist/device.h"
 #include "cohort/dist/runtime.h"
 
@@ -44,6 +45,32 @@ double timeIt(int iters, F&& f) {
   return dt;
 }
 
+// One timed block of each variant on `a` (filled with 0.5 first: the sums double the values).
+struct Variants {
+  cohort::dist::Communicator& comm;
+  at::Tensor a;
+  int iters;
+  std::vector<double> tc, tm;
+  void cohort() {
+    a.fill_(0.5);
+    tc.push_back(timeIt(iters, [&] { comm.allReduce(a); }));
+  }
+  void mpi() {
+    a.fill_(0.5);
+    tm.push_back(timeIt(iters, [&] {
+      MPI_Allreduce(MPI_IN_PLACE, a.data_ptr<float>(), static_cast<int>(a.numel()), MPI_FLOAT,
+                    MPI_SUM, MPI_COMM_WORLD);
+    }));
+  }
+  // On rank 0: `<tag> <bytes> cohort|mpi <seconds> <busbw GB/s>` of the medians.
+  void print(const char* tag, std::size_t bytes, double busFactor) const {
+    const double c = median(tc), m = median(tm);
+    std::printf("%s %zu cohort %.6e %.4f\n", tag, bytes, c, bytes / c * busFactor / 1e9);
+    std::printf("%s %zu mpi %.6e %.4f\n", tag, bytes, m, bytes / m * busFactor / 1e9);
+    std::fflush(stdout);
+  }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -62,39 +89,22 @@ int main(int argc, char** argv) {
     const int64_t count = static_cast<int64_t>(bytes / 4);
     // Both variants reduce the same buffer: on this VM the speed of memory differs between
     // buffers (and over time) by up to ~10x, so separate buffers would compare memory too.
-    at::Tensor a = at::full({count}, 0.5f, at::kFloat);
-    float* b = a.data_ptr<float>();
     // Enough iterations for ~0.2 s per sample at 1 GB/s, at least 2.
-    const int iters = std::max<int>(2, static_cast<int>(2e8 / static_cast<double>(bytes)));
-    comm->allReduce(a);  // warm-up both paths
-    MPI_Allreduce(MPI_IN_PLACE, b, static_cast<int>(count), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-    std::vector<double> tc, tm;
-    auto runCohort = [&] {
-      a.fill_(0.5);  // the sums double the values: start each block finite
-      tc.push_back(timeIt(iters, [&] { comm->allReduce(a); }));
-    };
-    auto runMpi = [&] {
-      a.fill_(0.5);
-      tm.push_back(timeIt(iters, [&] {
-        MPI_Allreduce(MPI_IN_PLACE, b, static_cast<int>(count), MPI_FLOAT, MPI_SUM,
-                      MPI_COMM_WORLD);
-      }));
-    };
+    Variants v{*comm, at::full({count}, 0.5f, at::kFloat),
+               std::max<int>(2, static_cast<int>(2e8 / static_cast<double>(bytes)))};
+    comm->allReduce(v.a);  // warm-up both paths
+    MPI_Allreduce(MPI_IN_PLACE, v.a.data_ptr<float>(), static_cast<int>(count), MPI_FLOAT,
+                  MPI_SUM, MPI_COMM_WORLD);
     for (int r = 0; r < reps; ++r) {  // A B, B A, ...: neither variant always goes first
       if (r % 2 == 0) {
-        runCohort();
-        runMpi();
+        v.cohort();
+        v.mpi();
       } else {
-        runMpi();
-        runCohort();
+        v.mpi();
+        v.cohort();
       }
     }
-    if (rt->rank() == 0) {
-      const double c = median(tc), m = median(tm);
-      std::printf("ROW %zu cohort %.6e %.4f\n", bytes, c, bytes / c * busFactor / 1e9);
-      std::printf("ROW %zu mpi %.6e %.4f\n", bytes, m, bytes / m * busFactor / 1e9);
-      std::fflush(stdout);
-    }
+    if (rt->rank() == 0) v.print("ROW", bytes, busFactor);
   }
   // Contended: one CPU-bound thread per rank (a data-loader worker, another job's process)
   // competes for the rank's core while both variants run 1 and 16 MiB all-reduces.
@@ -106,25 +116,13 @@ int main(int argc, char** argv) {
   for (std::size_t bytes : {std::size_t{1} << 20, std::size_t{16} << 20}) {
     if (bytes > static_cast<std::size_t>(maxMib) << 20) continue;
     const int64_t count = static_cast<int64_t>(bytes / 4);
-    at::Tensor a = at::full({count}, 0.5f, at::kFloat);
-    float* b = a.data_ptr<float>();
-    const int iters = std::max<int>(2, static_cast<int>(2e7 / static_cast<double>(bytes)));
-    std::vector<double> tc, tm;
+    Variants v{*comm, at::full({count}, 0.5f, at::kFloat),
+               std::max<int>(2, static_cast<int>(2e7 / static_cast<double>(bytes)))};
     for (int r = 0; r < 4; ++r) {
-      a.fill_(0.5);
-      tc.push_back(timeIt(iters, [&] { comm->allReduce(a); }));
-      a.fill_(0.5);
-      tm.push_back(timeIt(iters, [&] {
-        MPI_Allreduce(MPI_IN_PLACE, b, static_cast<int>(count), MPI_FLOAT, MPI_SUM,
-                      MPI_COMM_WORLD);
-      }));
+      v.cohort();
+      v.mpi();
     }
-    if (rt->rank() == 0) {
-      const double c = median(tc), m = median(tm);
-      std::printf("CROW %zu cohort %.6e %.4f\n", bytes, c, bytes / c * busFactor / 1e9);
-      std::printf("CROW %zu mpi %.6e %.4f\n", bytes, m, bytes / m * busFactor / 1e9);
-      std::fflush(stdout);
-    }
+    if (rt->rank() == 0) v.print("CROW", bytes, busFactor);
   }
   stop = true;
   hog.join();

@@ -23,6 +23,11 @@ with open(sys.argv[1]) as f:
             world = int(parts[1])
 
 sizes = sorted({s for s, _ in busbw})
+def launch_ratio(rows, s):
+    """Median over launches of each launch's Cohort / MPI busbw at size s."""
+    return statistics.median(a / b for a, b in zip(rows[(s, "cohort")], rows[(s, "mpi")]))
+
+
 def fmt(n):
     return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
 
@@ -36,8 +41,7 @@ for s in sizes:
     c = statistics.median(busbw[(s, "cohort")])
     m = statistics.median(busbw[(s, "mpi")])
     med[s] = c
-    ratios[s] = statistics.median(
-        a / b for a, b in zip(busbw[(s, "cohort")], busbw[(s, "mpi")]))
+    ratios[s] = launch_ratio(busbw, s)
     print(f"{fmt(s):>9} | {c / factor:9.2f} GB/s {c:7.2f} GB/s | {m / factor:6.2f} GB/s {m:6.2f} GB/s | "
           f"{ratios[s]:26.2f} | {c / m:10.2f}")
 big = [s for s in sizes if s >= 1 << 20]
@@ -54,8 +58,7 @@ if csizes:
     for s in csizes:
         c = statistics.median(contended[(s, "cohort")])
         m = statistics.median(contended[(s, "mpi")])
-        cratios[s] = statistics.median(
-            a / b for a, b in zip(contended[(s, "cohort")], contended[(s, "mpi")]))
+        cratios[s] = launch_ratio(contended, s)
         print(f"{fmt(s):>9} | cohort busbw {c:6.2f} GB/s | mpi busbw {m:6.2f} GB/s | "
               f"ratio (per launch, median) {cratios[s]:.2f}")
 result = {

@@ -62,6 +62,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+bool isHalf(DType t) { return t == DType::kBFloat16 || t == DType::kFloat16; }
+
 constexpr int kDataTag = 11;
 constexpr int kGatherTag = 12;  // the all-gather half of a two-rank all-reduce
 constexpr int kCheckTag = 13;
@@ -421,8 +423,7 @@ class MpiBackend final : public Backend {
   void execute(const Op& op) {
     switch (op.kind) {
       case Kind::kAllReduce: {
-        const bool half = op.dtype == DType::kBFloat16 || op.dtype == DType::kFloat16;
-        return size_ == 2 && !half ? pairAllReduce(op) : ring(op, true, true);
+        return size_ == 2 && !isHalf(op.dtype) ? pairAllReduce(op) : ring(op, true, true);
       }
       case Kind::kReduceScatter: return ring(op, true, false);
       case Kind::kAllGatherPartitions: return ring(op, false, true);
@@ -445,8 +446,7 @@ class MpiBackend final : public Backend {
   void ring(const Op& op, bool reduceScatter, bool allGather) {
     if (op.count == 0 || size_ == 1) return;
     const int n = size_;
-    const bool half = op.dtype == DType::kBFloat16 || op.dtype == DType::kFloat16;
-    const bool widen = half && reduceScatter;
+    const bool widen = isHalf(op.dtype) && reduceScatter;
     const DType wt = widen ? DType::kFloat32 : op.dtype;  // working type
     const std::size_t es = elementSize(wt), inEs = elementSize(op.dtype);
     const std::size_t chunk = std::max<std::size_t>(1, options_.sliceBytes / es / n);

@@ -32,7 +32,7 @@ struct WorkState {
 };
 
 // Marks the collectives issued by this thread inside the scope as "the caller waits for it
-// right away" (the Communicator's blocking calls). A backend reads it with takeCallerWaits().
+// right away" (the Communicator's blocking calls). A backend reads it with callerWaits().
 class CallerWaitsScope {
  public:
   CallerWaitsScope() { flag() = true; }
