@@ -14,6 +14,7 @@ rates = defaultdict(list)
 tokens = defaultdict(set)
 losses = defaultdict(list)
 checks = []
+phases = defaultdict(lambda: defaultdict(list))  # variant -> phase -> [ms per step]
 pending = {}
 paired = []
 with open(sys.argv[1]) as f:
@@ -31,6 +32,10 @@ with open(sys.argv[1]) as f:
                     pending = {}
         elif p[:1] == ["LOSS"]:
             losses[p[1]].append(float(p[2]))
+        elif p[:1] == ["PHASES"]:
+            for item in p[2:]:
+                name, ms = item.split("=")
+                phases[p[1]][name].append(float(ms))
         elif p[:1] == ["CHECK"]:
             checks.append(" ".join(p[1:]))
 
@@ -60,6 +65,25 @@ print(f"Trainer / hand-written: {a / b:.3f} (paired in-process median {med(paire
       f"target >= 0.95)")
 print(f"Trainer / PyTorch:      {a / c:.3f} (target >= 1.3)")
 print(f"hand-written / PyTorch: {b / c:.3f} (no framework at all: what the same kernels allow)")
+if phases:
+    # Where a step's time goes (medians, ms per step over all steps, warmup included); a
+    # phase the hand-written loop does not have is blank there.
+    names = ["data", "step_stats", "forward_backward", "grad_sync", "clip", "optimizer",
+             "bookkeeping"]
+    names += sorted(set(n for v in phases.values() for n in v) - set(names))
+    print(f"{'phase (ms/step)':<20}{'A Trainer':>11}{'B loop':>9}{'A - B':>8}")
+    totals = {}
+    for n in names:
+        cells = {v: med(phases[v][n]) if phases[v].get(n) else None
+                 for v in ("trainer", "handwritten")}
+        a_ms, b_ms = cells["trainer"], cells["handwritten"]
+        fmt = lambda x: f"{x:.3f}" if x is not None else ""
+        diff = f"{(a_ms or 0) - (b_ms or 0):+.3f}"
+        print(f"{n:<20}{fmt(a_ms):>11}{fmt(b_ms):>9}{diff:>8}")
+    for v in ("trainer", "handwritten"):
+        totals[v] = sum(med(x) for x in phases[v].values())
+    print(f"{'sum':<20}{totals['trainer']:11.3f}{totals['handwritten']:9.3f}"
+          f"{totals['trainer'] - totals['handwritten']:+8.3f}")
 for check in sorted(set(checks)):
     print(f"check: {check}")
 if not same_data:

@@ -10,6 +10,8 @@
 // the end of warmup step W to the end of the last step. Prints per run:
 //   RATE trainer|handwritten <steps/s> <measured steps> <tokens in measured steps>
 //   LOSS trainer|handwritten <mean loss over all steps>
+//   PHASES trainer|handwritten <phase>=<ms per step> ... (TrainOutput::phaseSeconds; the
+//          loop times the same phases: data, forward_backward, clip, optimizer)
 // and once: CHECK param_max_abs_diff <max |p_trainer - p_handwritten| after the first pair>.
 // --dump-order FILE writes the batches (train-split indices, one step per line) for the
 // PyTorch baseline (bench/trainer_overhead_pytorch.py) and exits.
@@ -29,6 +31,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -54,12 +57,28 @@ struct Options {
   int warmup = 10;
   int repeats = 2;  // pairs of runs
   std::string dumpOrder;
+  std::string only;  // "trainer" or "handwritten": one variant (for profiling the process)
 };
 
 struct Run {
   std::vector<Clock::time_point> stepEnds;  // one per step
   std::shared_ptr<torch::nn::Module> model;
-  double meanLoss = 0.0;  // over all steps
+  double meanLoss = 0.0;                       // over all steps
+  std::map<std::string, double> phaseSeconds;  // summed over all steps (warmup included)
+};
+
+// The hand-written loop's phases, named as the Trainer's (TrainOutput::phaseSeconds).
+class Laps {
+ public:
+  Laps() : last_(Clock::now()) {}
+  void lap(const char* phase, std::map<std::string, double>& into) {
+    const auto now = Clock::now();
+    into[phase] += std::chrono::duration<double>(now - last_).count();
+    last_ = now;
+  }
+
+ private:
+  Clock::time_point last_;
 };
 
 double stepsPerSecond(const Run& r, int warmup) {
@@ -111,7 +130,9 @@ Run runTrainer(const std::shared_ptr<examples::ByteTextDataset>& data, int total
   parts.shiftLabels = true;
   parts.callbacks.push_back(std::make_shared<StepTimer>(run.stepEnds));
   trainer::Trainer t(args, comm, parts);
-  run.meanLoss = t.train().trainingLoss;
+  const trainer::TrainOutput out = t.train();
+  run.meanLoss = out.trainingLoss;
+  run.phaseSeconds = out.phaseSeconds;
   run.model = model.ptr();
   return run;
 }
@@ -137,9 +158,11 @@ Run runHandwritten(const std::shared_ptr<examples::ByteTextDataset>& data, int t
   Run run;
   double lossSum = 0.0;
   for (int step = 0; step < totalSteps; ++step) {
+    Laps laps;
     std::vector<trainer::Sample> samples;
     for (std::int64_t i : plan.microIndices(order, step, 0, 0)) samples.push_back(data->get(i));
     trainer::Batch b = trainer::defaultCollate(samples);
+    laps.lap("data", run.phaseSeconds);
     const double lr = kLr * std::max(0.0, static_cast<double>(totalSteps - step) / totalSteps);
     for (auto& g : optimizer.param_groups()) {
       static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
@@ -153,9 +176,12 @@ Run runHandwritten(const std::shared_ptr<examples::ByteTextDataset>& data, int t
                                {}, at::Reduction::Sum, -100) /
         target.ne(-100).sum();
     loss.backward();
-    torch::nn::utils::clip_grad_norm_(all, kMaxGradNorm);
-    optimizer.step();
     lossSum += loss.item<double>();
+    laps.lap("forward_backward", run.phaseSeconds);
+    torch::nn::utils::clip_grad_norm_(all, kMaxGradNorm);
+    laps.lap("clip", run.phaseSeconds);
+    optimizer.step();
+    laps.lap("optimizer", run.phaseSeconds);
     run.stepEnds.push_back(Clock::now());
   }
   run.meanLoss = lossSum / totalSteps;
@@ -201,9 +227,15 @@ Options parse(int argc, char** argv) {
       o.repeats = std::atoi(argv[i + 1]);
     } else if (flag == "--dump-order") {
       o.dumpOrder = argv[i + 1];
+    } else if (flag == "--only") {
+      o.only = argv[i + 1];
+      if (o.only != "trainer" && o.only != "handwritten") {
+        throw ConfigError("--only takes trainer or handwritten");
+      }
     } else {
-      throw ConfigError("unknown option " + flag +
-                        " (--steps N --warmup W --repeats R --dump-order FILE)");
+      throw ConfigError(
+          "unknown option " + flag +
+          " (--steps N --warmup W --repeats R --dump-order FILE --only trainer|handwritten)");
     }
   }
   if (o.steps < 1 || o.warmup < 1 || o.repeats < 1) {
@@ -235,6 +267,16 @@ int main(int argc, char** argv) {
     dist::DeviceChoice cpu;
     comm = dist::makeCommunicator(*rt, cpu);
     const std::int64_t tokens = tokensIn(*train, o.warmup, total);
+    if (!o.only.empty()) {  // one variant, for perf stat/record of the whole process
+      for (int r = 0; r < o.repeats; ++r) {
+        const Run x =
+            o.only == "trainer" ? runTrainer(train, total, *comm) : runHandwritten(train, total);
+        std::printf("RATE %s %.4f %d %lld\n", o.only.c_str(), stepsPerSecond(x, o.warmup), o.steps,
+                    static_cast<long long>(tokens));
+      }
+      comm.reset();
+      return 0;
+    }
     for (int r = 0; r < o.repeats; ++r) {
       Run a, b;
       if (r % 2 == 0) {
@@ -249,6 +291,13 @@ int main(int argc, char** argv) {
       std::printf("RATE handwritten %.4f %d %lld\n", stepsPerSecond(b, o.warmup), o.steps,
                   static_cast<long long>(tokens));
       std::printf("LOSS trainer %.6f\nLOSS handwritten %.6f\n", a.meanLoss, b.meanLoss);
+      for (const auto& [name, run] : {std::pair{"trainer", &a}, std::pair{"handwritten", &b}}) {
+        std::printf("PHASES %s", name);  // ms per step
+        for (const auto& [phase, sec] : run->phaseSeconds) {
+          std::printf(" %s=%.4f", phase.c_str(), sec * 1e3 / total);
+        }
+        std::printf("\n");
+      }
       if (r == 0) {
         // Same initial weights, batches and update rule: the trained weights agree up to
         // float32 rounding (FusedOptimizer vs torch::optim::AdamW).

@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <thread>
 
 #include "cohort/dist/error.h"
 #include "cohort/trainer/data.h"
@@ -287,6 +289,42 @@ TEST(TrainerCallbacks, ControlStopsAndForcesLogs) {
   EXPECT_EQ(steer->logs, 1);  // only the forced one: logging_strategy is "no"
   EXPECT_EQ(steer->ends, 1);
   EXPECT_TRUE(allRanks(out.globalStep == 5 && steer->logs == 1));
+}
+
+// TrainOutput::phaseSeconds charges the loop's time to the phase that spent it: a forward
+// and a callback that sleep show up (at least) in forward_backward and bookkeeping, and the
+// phases never add up to more than the run.
+TEST(TrainerPhases, ChargeTimeToThePhaseThatSpentIt) {
+  auto comm = worldComm();
+  struct SlowStepEnd : TrainerCallback {
+    void onStepEnd(const TrainerState&, TrainerControl&) override {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  };
+  TrainingArguments a =
+      quickArgs((std::filesystem::temp_directory_path() / "cohort_phases").string());
+  a.clear_report_to();
+  a.add_report_to("none");
+  a.set_max_steps(4);
+  auto m = std::make_shared<Linear1>();
+  auto parts = quickParts(m, std::make_shared<CountingDataset>(40 * comm->size()));
+  parts.forward = [m](const Batch& b) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return ModelOutput{at::matmul(b.input, m->w), {}};
+  };
+  parts.callbacks.push_back(std::make_shared<SlowStepEnd>());
+  Trainer t(a, *comm, parts);
+  const TrainOutput out = t.train();
+  std::vector<std::string> names;
+  double sum = 0.0;
+  for (const auto& [k, v] : out.phaseSeconds) names.push_back(k), sum += v;
+  EXPECT_EQ(names, (std::vector<std::string>{"bookkeeping", "clip", "data", "forward_backward",
+                                             "grad_sync", "optimizer", "step_stats"}));
+  EXPECT_GE(out.phaseSeconds.at("forward_backward"), 4 * 0.010);
+  EXPECT_GE(out.phaseSeconds.at("bookkeeping"), 4 * 0.020);
+  EXPECT_LE(sum, out.metrics.at("train_runtime"));
+  EXPECT_TRUE(allRanks(out.phaseSeconds.size() == 7 &&
+                       out.phaseSeconds.at("bookkeeping") >= 4 * 0.020));
 }
 
 // eval_on_start logs an eval entry at step 0; eval_strategy=steps evaluates every eval_steps;

@@ -40,6 +40,40 @@ bool defaultDecay(const std::string& name) {
          name.find("ln") == std::string::npos;
 }
 
+// Splits the step loop's wall time into named phases: lap(p) charges the time since the
+// previous lap (or start()) to p. Two clock reads per phase boundary (~50 ns each).
+class PhaseClock {
+ public:
+  enum Phase {
+    kData,
+    kStepStats,
+    kForwardBackward,
+    kGradSync,
+    kClip,
+    kOptimizer,
+    kBookkeeping,
+    kCount
+  };
+  void start() { last_ = Clock::now(); }
+  void lap(Phase p) {
+    const auto now = Clock::now();
+    total_[p] += now - last_;
+    last_ = now;
+  }
+  std::map<std::string, double> seconds() const {
+    static const char* const kNames[kCount] = {
+        "data", "step_stats", "forward_backward", "grad_sync", "clip", "optimizer", "bookkeeping"};
+    std::map<std::string, double> out;
+    for (int i = 0; i < kCount; ++i)
+      out[kNames[i]] = std::chrono::duration<double>(total_[i]).count();
+    return out;
+  }
+
+ private:
+  Clock::time_point last_;
+  Clock::duration total_[kCount]{};
+};
+
 std::vector<std::string> splitLines(const std::string& s) {
   std::vector<std::string> out;
   std::size_t pos = 0;
@@ -426,9 +460,12 @@ TrainOutput Trainer::train() {
   double intervalLoss = 0.0, totalLoss = 0.0;
   std::int64_t intervalSteps = 0, intervalSamples = 0, intervalTokens = 0;
   auto intervalStart = Clock::now();
+  PhaseClock phases;
   while (!preempted && state_.globalStep < state_.maxSteps && !control.shouldStop) {
+    phases.start();
     setTrainingPhase(TrainingPhase::kData);
     StepData data = loader.next();
+    phases.lap(PhaseClock::kData);
     std::vector<at::Tensor> labels;
     for (const Batch& b : data.micro) {
       if (b.size > 0) labels.push_back(b.labels);
@@ -438,6 +475,7 @@ TrainOutput Trainer::train() {
     // same step boundary, before this step changes anything.
     const bool stopHere = watcher_ && watcher_->stopRequested();
     const dist::GlobalStepStats stats = dist::reduceStepStats(comm_, localItems, stopHere);
+    phases.lap(PhaseClock::kStepStats);
     if (stats.stopRequested) {
       preempted = true;
       break;
@@ -467,7 +505,9 @@ TrainOutput Trainer::train() {
       loss.backward();
       localLoss += loss.item<double>();
     }
+    phases.lap(PhaseClock::kForwardBackward);
     sync.finish();
+    phases.lap(PhaseClock::kGradSync);
 
     // One small all-reduce: this rank's share of the squared gradient norm and of the loss.
     double normSq = 0.0;
@@ -495,6 +535,7 @@ TrainOutput Trainer::train() {
         }
       }
     }
+    phases.lap(PhaseClock::kClip);
     // An async save in flight may still be reading parameters and moments in place.
     if (checkpointer.asyncInFlight()) {
       const auto t0 = Clock::now();
@@ -506,6 +547,7 @@ TrainOutput Trainer::train() {
       }
     }
     optimizer.step(lr);
+    phases.lap(PhaseClock::kOptimizer);
 
     ++state_.globalStep;
     state_.consumedSamples += data.samplesThisStep;
@@ -556,6 +598,7 @@ TrainOutput Trainer::train() {
       intervalSteps = intervalSamples = intervalTokens = 0;
       intervalStart = Clock::now();
     }
+    phases.lap(PhaseClock::kBookkeeping);
     bool improved = false;
     if (evalNow) {
       control.shouldEvaluate = false;
@@ -653,6 +696,7 @@ TrainOutput Trainer::train() {
   out.metrics["train_samples_per_second"] = static_cast<double>(state_.consumedSamples) / runtime;
   out.metrics["train_steps_per_second"] = static_cast<double>(state_.globalStep) / runtime;
   out.metrics["train_loss"] = out.trainingLoss;
+  out.phaseSeconds = phases.seconds();
   LogEntry final;
   final.step = state_.globalStep;
   final.epoch = state_.epoch;

@@ -123,6 +123,12 @@ struct TrainOutput {
   std::string checkpoint;
   double trainingLoss = 0.0;              // mean of the step losses
   std::map<std::string, double> metrics;  // train_runtime, train_samples_per_second, ...
+  // Wall seconds this rank spent in each part of the step loop, summed over the steps:
+  // data (loader), step_stats (the item-count/stop all-reduce), forward_backward (forward,
+  // loss, backward, with the overlapped bucket launches), grad_sync (waiting for the
+  // gradient reduction), clip (grad norm, its all-reduce, clipping), optimizer, and
+  // bookkeeping (progress, callbacks, logging). Evaluation and saves are not included.
+  std::map<std::string, double> phaseSeconds;
 };
 
 // Owns its optimizer, data loader and reporters; borrows `comm` (must outlive it).
