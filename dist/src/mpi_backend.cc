@@ -300,7 +300,15 @@ class MpiBackend final : public Backend {
         continue;
       }
       if (stop_ && queue_.empty()) break;
-      engineCv_.wait_for(lock, std::chrono::milliseconds(5));
+      if (size_ == 1) {
+        // No peer can send a control message or an abort notice: nothing to poll for, so
+        // sleep until a submit, a release, an abort or shutdown notifies engineCv_. A 5 ms
+        // poll here woke this thread 200 times a second beside the training thread (and a
+        // Trainer has two backends: its communicator and its Checkpointer's).
+        engineCv_.wait(lock);
+      } else {
+        engineCv_.wait_for(lock, std::chrono::milliseconds(5));
+      }
       if (runnerBusy_ || !queue_.empty()) continue;
       runnerBusy_ = true;
       lock.unlock();

@@ -3,11 +3,18 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
+#include <thread>
 
+#include "cohort/dist/backend.h"
+#include "cohort/dist/communicator.h"
 #include "cohort/dist/device.h"
+#include "cohort/dist/mpi_backend.h"
 #include "cohort/dist/env.h"
 #include "cohort/dist/error.h"
 #include "reduce.h"
@@ -17,6 +24,46 @@ namespace cohort::test {
 namespace {
 
 using namespace cohort::dist;
+
+// Threads of this process: tid -> voluntary context switches (each wake-up from a wait).
+std::map<std::string, long> threadWakeups() {
+  std::map<std::string, long> out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream status(e.path() / "status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) {
+        out[e.path().filename().string()] = std::stol(line.substr(line.find(':') + 1));
+      }
+    }
+  }
+  return out;
+}
+
+// A one-rank backend (MPI_COMM_SELF) has no peer to hear from, so its engine thread sleeps
+// until work arrives instead of polling every 5 ms beside the training thread (issue 23: a
+// Trainer at world 1 holds two backends). A polling engine wakes ~60 times in 300 ms.
+TEST(UnitEngine, OneRankBackendDoesNotPollWhenIdle) {
+  const auto before = threadWakeups();
+  BackendOptions o;
+  auto comm = std::make_unique<Communicator>(makeMpiBackend(MPI_COMM_SELF, o));
+  at::Tensor t = at::ones({4});
+  comm->allReduce(t);                // blocking: the caller runs it
+  comm->allReduceAsync(t)->wait();  // async: handed to the engine, which must wake for it
+  EXPECT_TRUE(at::equal(t, at::ones({4})));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::map<std::string, long> start;
+  for (const auto& [tid, n] : threadWakeups()) {
+    if (before.count(tid) == 0) start[tid] = n;  // the engine thread(s) this backend started
+  }
+  ASSERT_FALSE(start.empty());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto after = threadWakeups();
+  for (const auto& [tid, n] : start) {
+    EXPECT_LE(after.at(tid) - n, 3) << "engine thread " << tid << " woke while idle";
+  }
+  comm.reset();  // shutdown wakes and joins the engine: no hang
+}
 
 TEST(UnitHalf, EveryFp16AndBf16BitPatternWidensLikeTorch) {
   at::Tensor bits = at::arange(0, 65536, at::kInt).to(at::kShort);
