@@ -17,17 +17,20 @@ namespace cohort::ckpt {
 
 namespace {
 
-// The dataset's "dtype" attribute ("" when absent: files from other writers may lack it).
+// The dataset's "dtype" attribute as Cohort writes it (a short fixed-length string); ""
+// when absent or in another form (files from other writers), "?" when it cannot be read.
 std::string dtypeAttribute(hid_t dset) {
   if (H5Aexists(dset, "dtype") <= 0) return "";
   h5::Id attr(H5Aopen(dset, "dtype", H5P_DEFAULT));
+  if (!attr.valid()) return "?";
   h5::Id type(H5Aget_type(attr.get()));
-  if (!attr.valid() || !type.valid() || H5Tget_class(type.get()) != H5T_STRING ||
-      H5Tis_variable_str(type.get()) != 0) {
-    return "?";
+  h5::Id space(H5Aget_space(attr.get()));
+  if (!type.valid() || H5Tget_class(type.get()) != H5T_STRING ||
+      H5Tis_variable_str(type.get()) != 0 || H5Sget_simple_extent_npoints(space.get()) != 1) {
+    return "";
   }
   const std::size_t n = H5Tget_size(type.get());
-  if (n == 0 || n > 64) return "?";
+  if (n == 0 || n > 64) return "";
   std::string value(n, '\0');
   if (H5Aread(attr.get(), type.get(), value.data()) < 0) return "?";
   value.resize(std::strlen(value.c_str()));
