@@ -192,6 +192,24 @@ TEST_F(Integrity, ShapesWhoseProductOverflowsAreRejected) {
                CheckpointCorrupt);
 }
 
+// Strings must be UTF-8 (docs/checkpoint-format.md): multi-byte text is fine, broken
+// sequences are not.
+TEST_F(Integrity, StringsMustBeUtf8) {
+  Manifest m = manifest_;
+  (*m.mutable_trainer_state()->add_log_history()->mutable_values())["perplexit\xC3\xA9"] = 1;
+  m.set_training_args("run_name: \"\xE6\xB5\x8B\xE8\xAF\x95 \xF0\x9F\x9A\x80\"\n");
+  reseal(m);
+  EXPECT_NO_THROW(readManifest(dir_));
+  for (const std::string bad :
+       {"\xC3", "\xC0\xAF", "\xED\xA0\x80", "\xF4\x90\x80\x80", "\xE6\xB5", "\xFF", "a\x80"}) {
+    Manifest b = m;
+    b.set_training_args(bad);
+    reseal(b);
+    const std::string msg = messageOf<CheckpointCorrupt>([&] { readManifest(dir_); });
+    EXPECT_NE(msg.find("training_args is not valid UTF-8"), std::string::npos) << msg;
+  }
+}
+
 // Issue 20 item 3.
 TEST_F(Integrity, ShardNamesMustBeTheDocumentedFileNames) {
   for (const std::string name : {"../x.h5", "/etc/passwd", "sub/shard-00000-of-00002.h5",
