@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 
@@ -171,8 +172,55 @@ std::vector<std::pair<const char*, const std::string*>> stringsOf(const Manifest
 
 }  // namespace
 
+namespace {
+
+// One tensor entry: dtype, shape without overflow, chunks tiling it in offset order, their
+// checksum counts, and (version 2) the bytes each shard holds, added to shardPayload.
+void checkTensor(const Manifest& m, const TensorEntry& t, std::vector<std::int64_t>& shardPayload,
+                 const std::function<void(const std::string&)>& bad) {
+  const std::string tw = "tensor " + t.name() + ": ";
+  std::size_t es = 0;
+  std::int64_t numel = 0, numelBytes = 0;
+  try {
+    es = dtypeSize(t.dtype());
+    numel = numelOf(t);
+  } catch (const CheckpointCorrupt& e) {
+    bad(e.what());
+  }
+  if (__builtin_mul_overflow(numel, static_cast<std::int64_t>(es), &numelBytes))
+    bad(tw + "the tensor's byte size overflows");
+  const std::int64_t block = m.checksum_block_bytes();
+  std::int64_t next = 0;
+  for (const Chunk& c : t.chunks()) {
+    // In offset order, contiguous, inside the tensor (no sum can overflow: all <= numel).
+    if (c.offset() != next || c.count() < 0 || c.count() > numel - c.offset()) {
+      bad(tw + "chunk at offset " + std::to_string(c.offset()) + " (+" + std::to_string(c.count()) +
+          ") out of range or not contiguous (numel " + std::to_string(numel) + ")");
+    }
+    if (c.shard() >= static_cast<std::uint32_t>(m.shards_size()))
+      bad(tw + "shard index out of range");
+    if (c.dataset().empty() || c.dataset()[0] != '/') bad(tw + "bad dataset path");
+    const std::int64_t bytes = c.count() * static_cast<std::int64_t>(es);
+    const std::int64_t blocks = bytes / block + (bytes % block != 0 ? 1 : 0);
+    if (c.crc32c_size() != blocks) bad(tw + "checksum count mismatch");
+    if (m.format_version() >= 2) {
+      // A shard holds at least the bytes of its datasets: bounds every size by the files.
+      std::int64_t& payload = shardPayload[c.shard()];
+      if (__builtin_add_overflow(payload, bytes, &payload) || payload > m.shard_bytes(c.shard()))
+        bad(tw + "chunks hold more bytes than shard " + m.shards(c.shard()) + " has");
+    }
+    next += c.count();
+  }
+  if (next != numel)
+    bad(tw + "chunks cover " + std::to_string(next) + " of " + std::to_string(numel) + " elements");
+}
+
+}  // namespace
+
 void checkManifest(const Manifest& m, const std::string& where) {
-  auto bad = [&](const std::string& why) { throw CheckpointCorrupt(where + ": " + why); };
+  const std::function<void(const std::string&)> bad = [&](const std::string& why) {
+    throw CheckpointCorrupt(where + ": " + why);
+  };
   const std::uint32_t version = m.format_version();
   if (version != 1 && version != kFormatVersion)
     bad("unsupported format_version " + std::to_string(version));
@@ -204,46 +252,11 @@ void checkManifest(const Manifest& m, const std::string& where) {
   std::vector<std::int64_t> shardPayload(static_cast<std::size_t>(m.shards_size()), 0);
   const std::string* previous = nullptr;
   for (const TensorEntry& t : m.tensors()) {
-    const std::string tw = "tensor " + t.name() + ": ";
     if (t.name().empty()) bad("a tensor without a name");
     if (previous != nullptr && !(*previous < t.name()))
-      bad(tw + "tensors are not sorted by name or a name repeats");
+      bad("tensor " + t.name() + ": tensors are not sorted by name or a name repeats");
     previous = &t.name();
-    std::size_t es = 0;
-    std::int64_t numel = 0, numelBytes = 0;
-    try {
-      es = dtypeSize(t.dtype());
-      numel = numelOf(t);
-    } catch (const CheckpointCorrupt& e) {
-      bad(e.what());
-    }
-    if (__builtin_mul_overflow(numel, static_cast<std::int64_t>(es), &numelBytes))
-      bad(tw + "the tensor's byte size overflows");
-    std::int64_t next = 0;
-    for (const Chunk& c : t.chunks()) {
-      // In offset order, contiguous, inside the tensor (no sum can overflow: all <= numel).
-      if (c.offset() != next || c.count() < 0 || c.count() > numel - c.offset()) {
-        bad(tw + "chunk at offset " + std::to_string(c.offset()) + " (+" +
-            std::to_string(c.count()) + ") out of range or not contiguous (numel " +
-            std::to_string(numel) + ")");
-      }
-      if (c.shard() >= static_cast<std::uint32_t>(m.shards_size()))
-        bad(tw + "shard index out of range");
-      if (c.dataset().empty() || c.dataset()[0] != '/') bad(tw + "bad dataset path");
-      const std::int64_t bytes = c.count() * static_cast<std::int64_t>(es);
-      const std::int64_t blocks = bytes / block + (bytes % block != 0 ? 1 : 0);
-      if (c.crc32c_size() != blocks) bad(tw + "checksum count mismatch");
-      if (version >= 2) {
-        // A shard holds at least the bytes of its datasets: bounds every size by the files.
-        std::int64_t& payload = shardPayload[c.shard()];
-        if (__builtin_add_overflow(payload, bytes, &payload) || payload > m.shard_bytes(c.shard()))
-          bad(tw + "chunks hold more bytes than shard " + m.shards(c.shard()) + " has");
-      }
-      next += c.count();
-    }
-    if (next != numel)
-      bad(tw + "chunks cover " + std::to_string(next) + " of " + std::to_string(numel) +
-          " elements");
+    checkTensor(m, t, shardPayload, bad);
   }
 }
 
