@@ -251,8 +251,11 @@ SaveResult Checkpointer::saveNow(const std::string& dir, const std::vector<SaveP
       c.data = hold.back().data_ptr();
       sources.push_back(std::move(c));
     }
-    const std::vector<Chunk> chunks =
-        writeShard((fs::path(dir) / shardFileName(rank, world)).string(), sources, options_, bytes);
+    ShardFile file;
+    const std::vector<Chunk> chunks = writeShard(
+        (fs::path(dir) / shardFileName(rank, world)).string(), sources, options_, bytes, &file);
+    report.set_file_bytes(file.bytes);
+    report.set_file_crc32c(file.crc32c);
     std::int64_t bytes = 0;
     for (std::size_t i = 0; i < chunks.size(); ++i) {
       TensorEntry* t = report.add_tensors();

@@ -79,4 +79,36 @@ std::uint32_t extend(std::uint32_t crc, const void* data, std::size_t size) {
   return extendPortable(crc, data, size);
 }
 
+namespace {
+
+// Polynomials over GF(2) modulo the Castagnoli polynomial, in the reflected bit order of the
+// CRC (bit 31 holds x^0, bit 0 holds x^31).
+std::uint32_t multiplyMod(std::uint32_t a, std::uint32_t b) {
+  std::uint32_t product = 0;
+  for (int degree = 0; degree < 32; ++degree) {
+    if ((a & (0x80000000u >> degree)) != 0) product ^= b;
+    b = (b & 1u) ? (b >> 1) ^ kPoly : b >> 1;  // b *= x
+  }
+  return product;
+}
+
+// x^(8 n) modulo the polynomial, by squaring.
+std::uint32_t xToThe8n(std::uint64_t n) {
+  std::uint32_t result = 0x80000000u;  // 1
+  std::uint32_t power = 0x00800000u;   // x^8
+  for (; n != 0; n >>= 1) {
+    if (n & 1u) result = multiplyMod(result, power);
+    power = multiplyMod(power, power);
+  }
+  return result;
+}
+
+}  // namespace
+
+// The pre- and post-conditioning of the two CRCs cancel: the CRC of A followed by B is A's
+// CRC advanced over |B| zero bytes (a multiplication by x^(8|B|)) plus B's CRC.
+std::uint32_t combine(std::uint32_t crcA, std::uint32_t crcB, std::uint64_t sizeB) {
+  return multiplyMod(xToThe8n(sizeB), crcA) ^ crcB;
+}
+
 }  // namespace cohort::ckpt::crc32c

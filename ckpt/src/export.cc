@@ -9,6 +9,12 @@ namespace cohort::ckpt {
 int exportConsolidated(const std::string& dir, const std::string& outFile,
                        const std::string& prefix) {
   const Manifest m = readManifest(dir);
+  // The shards hold every dataset the manifest lists, at its length: no tensor below is
+  // larger than the files it comes from.
+  const CheckpointInfo info = inspectCheckpoint(dir, /*verifyChecksums=*/false);
+  if (info.status != CheckpointStatus::kValid) {
+    throw CheckpointCorrupt(dir + " is " + statusName(info.status) + ": " + info.reason);
+  }
   RangeReader reader(dir, m);
   std::lock_guard<std::recursive_mutex> lk(h5::lock());
   h5::quietErrors();

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdlib>
@@ -183,10 +184,61 @@ struct Pending {
   std::int64_t fileOffset, bytes;
 };
 
+// The CRC32C of a whole dataset from its block checksums.
+std::uint32_t wholeChecksum(const Chunk& chunk, std::int64_t bytes, std::int64_t blockBytes) {
+  std::uint32_t crc = 0;
+  for (int k = 0; k < chunk.crc32c_size(); ++k) {
+    const std::int64_t n = std::min(blockBytes, bytes - k * blockBytes);
+    crc = crc32c::combine(crc, chunk.crc32c(k), static_cast<std::uint64_t>(n));
+  }
+  return crc;
+}
+
+// Size and CRC32C of the finished file without reading the large datasets back (they left
+// through O_DIRECT and are not cached): the bytes around them are read (HDF5's metadata,
+// the small datasets, alignment gaps), the datasets enter by their block checksums.
+ShardFile describeFile(const std::string& path, std::vector<Pending> large,
+                       const std::vector<Chunk>& chunks, std::int64_t blockBytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw CheckpointError(sysError("cannot reopen", path));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  const off_t end = ::lseek(fd, 0, SEEK_END);
+  if (end < 0) throw CheckpointError(sysError("cannot size", path));
+  std::sort(large.begin(), large.end(),
+            [](const Pending& a, const Pending& b) { return a.fileOffset < b.fileOffset; });
+  std::uint32_t crc = 0;
+  std::vector<char> buf(1 << 20);
+  auto readRange = [&](std::int64_t from, std::int64_t to) {
+    while (from < to) {
+      const auto n = static_cast<std::size_t>(std::min<std::int64_t>(to - from, 1 << 20));
+      const ssize_t r = ::pread(fd, buf.data(), n, from);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) throw CheckpointError(sysError("cannot read back", path));
+      crc = crc32c::extend(crc, buf.data(), static_cast<std::size_t>(r));
+      from += r;
+    }
+  };
+  std::int64_t pos = 0;
+  for (const Pending& p : large) {
+    if (p.fileOffset < pos || p.fileOffset + p.bytes > end) {
+      throw CheckpointError("internal error: overlapping datasets in " + path);
+    }
+    readRange(pos, p.fileOffset);
+    crc = crc32c::combine(crc, wholeChecksum(chunks[p.index], p.bytes, blockBytes),
+                          static_cast<std::uint64_t>(p.bytes));
+    pos = p.fileOffset + p.bytes;
+  }
+  readRange(pos, end);
+  return {static_cast<std::int64_t>(end), crc};
+}
+
 }  // namespace
 
 std::vector<Chunk> writeShard(const std::string& path, const std::vector<ChunkSource>& chunks,
-                              const WriteOptions& options, ChunkBytes* bytes) {
+                              const WriteOptions& options, ChunkBytes* bytes, ShardFile* file) {
   if (options.checksumBlockBytes <= 0 || options.checksumBlockBytes % 8 != 0) {
     throw CheckpointError("checksum block size must be a positive multiple of 8");
   }
@@ -289,6 +341,7 @@ std::vector<Chunk> writeShard(const std::string& path, const std::vector<ChunkSo
     for (std::uint32_t v : sums.finish()) out[p.index].add_crc32c(v);
   }
   writer.finish();
+  if (file != nullptr) *file = describeFile(path, large, out, options.checksumBlockBytes);
   fsyncPath(std::filesystem::path(path).parent_path().string());
   return out;
 }

@@ -233,7 +233,11 @@ int runVerify(int argc, char** argv) {
   std::snprintf(rate, sizeof rate, "%.2f s", secs);
   std::cout << "OK " << dir << ": " << m.tensors_size() << " tensors, " << chunks << " chunks in "
             << m.shards_size() << " shards, " << bytes << " bytes (" << humanBytes(bytes) << "), "
-            << blocks << " checksums match (" << rate << ")\n";
+            << blocks << " checksums match"
+            << (m.format_version() >= 2
+                    ? ", and those of the manifest and of every shard file"
+                    : " (format version 1: the manifest and shard files have no checksums)")
+            << " (" << rate << ")\n";
   return 0;
 }
 

@@ -156,6 +156,33 @@ expect help '^usage: cohort ckpt'
 run help_sub 0 verify --help
 expect help_sub '^usage: cohort ckpt'
 
+# The real tool on damaged input (issue 20 acceptance; the library-level fuzz is in
+# integrity_test.cc): every 17th byte of a manifest.pb and 20 shard bytes changed in turn,
+# `cohort ckpt verify` exits 1 with one FAILED line each time: no crash, no hang, no OK.
+"$fixture" "$work/fuzz/checkpoint-1" >/dev/null || fail "fixture fuzz"
+fuzz=$work/fuzz/checkpoint-1
+fuzzed=0
+for file in manifest.pb shard-00001-of-00002.h5; do
+  cp "$fuzz/$file" "$work/pristine"
+  size=$(stat -c %s "$work/pristine")
+  if [ "$file" = manifest.pb ]; then step=17; else step=$((size / 20)); fi
+  for ((pos = 0; pos < size; pos += step)); do
+    cp "$work/pristine" "$fuzz/$file"
+    byte=$(od -An -tu1 -j "$pos" -N1 "$fuzz/$file" | tr -d ' ')
+    printf "$(printf '\\%03o' $((byte ^ 0x21)))" | dd of="$fuzz/$file" bs=1 seek="$pos" conv=notrunc status=none
+    timeout 60 "$cohort" ckpt verify "$fuzz" >"$work/fuzz.out" 2>&1
+    rc=$?
+    fuzzed=$((fuzzed + 1))
+    if [ $rc -ne 1 ] || [ "$(grep -c '^cohort ckpt verify: FAILED: ' "$work/fuzz.out")" -ne 1 ]; then
+      fail "verify after changing byte $pos of $file: exit $rc"; sed 's/^/    /' "$work/fuzz.out"
+      break
+    fi
+  done
+  cp "$work/pristine" "$fuzz/$file"
+done
+run fuzz_restored 0 verify "$fuzz"
+echo "cohort ckpt verify rejected $fuzzed changed bytes"
+
 if [ $failures -eq 0 ]; then
   echo "PASS: cohort ckpt"
   rm -rf "$work"

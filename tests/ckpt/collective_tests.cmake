@@ -46,3 +46,12 @@ add_test(NAME ckpt.faults
           ${COHORT_CKPT_CLI} ${COHORT_CKPT_MPIEXEC})
 set_tests_properties(ckpt.faults PROPERTIES LABELS mpi TIMEOUT 600 PROCESSORS 2
   ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
+# Resume decisions (issue 20): a crash in the first save under `cohort run --max-restarts`,
+# a damaged complete checkpoint, shapes that do not fit the model.
+if(TARGET cohort)
+  add_test(NAME ckpt.resume_checks
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/resume_checks_test.sh $<TARGET_FILE:ckpt_train_probe>
+            $<TARGET_FILE:cohort> $<TARGET_FILE:ckpt_format_fixture> ${COHORT_CKPT_MPIEXEC})
+  set_tests_properties(ckpt.resume_checks PROPERTIES LABELS mpi TIMEOUT 600 PROCESSORS 2
+    ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
+endif()

@@ -3,10 +3,15 @@
 // independent Python reader and the `cohort ckpt` CLI tests.
 //
 // Usage: ckpt_format_fixture CHECKPOINT_DIR [--world N] [--block BYTES] [--expected DIR]
-//                            [--best METRIC] [--preempted]
+//                            [--best METRIC] [--preempted] [--version 1]
+//        ckpt_format_fixture CHECKPOINT_DIR --edit NAME SHAPE [DTYPE]
 // CHECKPOINT_DIR is the checkpoint itself (e.g. out/checkpoint-20; the step is taken from
 // its name). With --expected, DIR receives one raw little-endian file per tensor and
 // index.tsv: "name<TAB>dtype<TAB>shape (comma-separated, empty for a scalar)<TAB>file".
+// --version 1 writes the manifest as format version 1 did (no checksums of its own).
+// --edit changes one tensor's shape (and dtype) in an EXISTING checkpoint's manifest and
+// re-seals its checksum, as a tool that edits manifests deliberately would.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -23,7 +28,8 @@ using cohort::ckpt::testing::makeTensor;
 int usage(const std::string& why) {
   std::cerr << "ckpt_format_fixture: " << why
             << "\nusage: ckpt_format_fixture CHECKPOINT_DIR [--world N] [--block BYTES] "
-               "[--expected DIR] [--best METRIC] [--preempted]\n";
+               "[--expected DIR] [--best METRIC] [--preempted] [--version 1]\n"
+               "       ckpt_format_fixture CHECKPOINT_DIR --edit NAME SHAPE [DTYPE]\n";
   return 2;
 }
 
@@ -49,9 +55,39 @@ std::vector<HostTensor> fixtureTensors(int world) {
 
 }  // namespace
 
+int editManifest(const std::string& dir, const std::string& name, const std::string& shape,
+                 const std::string& dtype) {
+  cohort::ckpt::Manifest m = cohort::ckpt::readManifest(dir);
+  for (auto& t : *m.mutable_tensors()) {
+    if (t.name() != name) continue;
+    t.clear_shape();
+    std::size_t pos = 0;
+    while (pos < shape.size()) {
+      const std::size_t comma = std::min(shape.find(',', pos), shape.size());
+      t.add_shape(std::stoll(shape.substr(pos, comma - pos)));
+      pos = comma + 1;
+    }
+    if (!dtype.empty()) t.set_dtype(dtype);
+    cohort::ckpt::writeManifest(dir, m);
+    std::cout << "edited " << name << " in " << dir << "\n";
+    return 0;
+  }
+  std::cerr << "ckpt_format_fixture: no tensor " << name << " in " << dir << "\n";
+  return 1;
+}
+
 int main(int argc, char** argv) {
   if (argc < 2) return usage("missing CHECKPOINT_DIR");
   const std::string dir = argv[1];
+  if (argc >= 5 && std::string(argv[2]) == "--edit") {
+    try {
+      return editManifest(dir, argv[3], argv[4], argc > 5 ? argv[5] : "");
+    } catch (const std::exception& e) {
+      std::cerr << "ckpt_format_fixture: " << e.what() << "\n";
+      return 1;
+    }
+  }
+  int version = 2;
   int world = 2;
   std::int64_t block = 4096;
   std::string expected;
@@ -74,6 +110,8 @@ int main(int argc, char** argv) {
         best = std::stod(value()), haveBest = true;
       } else if (a == "--preempted") {
         preempted = true;
+      } else if (a == "--version") {
+        version = std::stoi(value());
       } else {
         return usage("unknown argument " + a);
       }
@@ -113,7 +151,14 @@ int main(int argc, char** argv) {
         "\"\nper_device_train_batch_size: 8\nlearning_rate: 0.001\nsave_steps: 10\n");
     cohort::ckpt::WriteOptions options;
     options.checksumBlockBytes = block;
-    cohort::ckpt::testing::writeCheckpoint(dir, world, tensors, header, options);
+    cohort::ckpt::Manifest m =
+        cohort::ckpt::testing::writeCheckpoint(dir, world, tensors, header, options);
+    if (version == 1) {
+      m.set_format_version(1);
+      m.clear_shard_bytes();
+      m.clear_shard_crc32c();
+      cohort::ckpt::writeManifest(dir, m);
+    }
 
     if (!expected.empty()) {
       std::filesystem::create_directories(expected);

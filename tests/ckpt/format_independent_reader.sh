@@ -24,6 +24,34 @@ for world in 2 3; do
     || fail "independent reader on the world-$world checkpoint"
 done
 
+# A version 1 checkpoint (no manifest or shard-file checksums) still reads.
+"$fixture" "$work/v1/checkpoint-20" --version 1 --expected "$work/v1/expected" --best 0.5 > /dev/null &&
+  timeout 120 "$python" "$reader" "$work/v1/checkpoint-20" --expected "$work/v1/expected" ||
+  fail "independent reader on a version 1 checkpoint"
+
+# A changed manifest byte and a changed byte of HDF5's structures (a dataset attribute, which
+# h5py would read without complaint): the checksums of version 2 catch both.
+cp -r "$work/w2/checkpoint-20" "$work/edited"
+"$python" - "$work/edited" <<'PY' || fail "could not edit the copy"
+import sys
+d = sys.argv[1]
+with open(d + "/manifest.pb", "r+b") as f:
+    raw = bytearray(f.read()); raw[len(raw) // 2] ^= 0x01; f.seek(0); f.write(raw)
+PY
+out=$(timeout 120 "$python" "$reader" "$work/edited" --expected "$work/w2/expected" 2>&1)
+[ $? -eq 1 ] && grep -q "manifest checksum mismatch" <<<"$out" || fail "edited manifest: $out"
+cp -r "$work/w2/checkpoint-20" "$work/attr"
+"$python" - "$work/attr/shard-00000-of-00002.h5" <<'PY' || fail "could not edit the copy"
+import sys
+p = sys.argv[1]
+raw = bytearray(open(p, "rb").read())
+i = raw.find(b"optimizer/exp_avg/embed.weight")
+raw[i + 10] ^= 0x20
+open(p, "wb").write(raw)
+PY
+out=$(timeout 120 "$python" "$reader" "$work/attr" --expected "$work/w2/expected" 2>&1)
+[ $? -eq 1 ] && grep -q "shard-00000-of-00002.h5" <<<"$out" || fail "edited shard metadata: $out"
+
 # A flipped byte inside the payload of a large dataset (its file offset from h5py).
 ckpt=$work/w2/checkpoint-20
 cp -r "$ckpt" "$work/flipped"

@@ -13,80 +13,23 @@
 #include <set>
 
 #include "cohort/ckpt/crc32c.h"
-#include "format_util.h"
+#include "format_test_util.h"
 
 namespace cohort::ckpt {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::entryOf;
+using testing::flipByteInPattern;
 using testing::HostTensor;
 using testing::makeTensor;
+using testing::messageOf;
+using testing::readFile;
+using testing::sampleHeader;
+using testing::sampleTensors;
+using testing::TempDir;
 using testing::writeCheckpoint;
-
-// A fresh directory per test, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "cohort_ckpt_format_XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return (fs::path(path_) / name).string(); }
-
- private:
-  std::string path_;
-};
-
-std::string readFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-void writeFile(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(out.good()) << path;
-}
-
-// Flips one byte of `path` inside the first occurrence of `pattern`; returns its file offset.
-std::int64_t flipByteInPattern(const std::string& path, const std::string& pattern,
-                               std::size_t at) {
-  std::string bytes = readFile(path);
-  const std::size_t pos = bytes.find(pattern);
-  if (pos == std::string::npos || bytes.find(pattern, pos + 1) != std::string::npos) return -1;
-  bytes[pos + at] = static_cast<char>(bytes[pos + at] ^ 0x5A);
-  writeFile(path, bytes);
-  return static_cast<std::int64_t>(pos + at);
-}
-
-// Runs fn, expects exception E, returns its message.
-template <typename E, typename Fn>
-std::string messageOf(Fn&& fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "unexpected exception type: " << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "no exception thrown";
-  return "";
-}
-
-const TensorEntry& entryOf(const Manifest& m, const std::string& name) {
-  for (const TensorEntry& t : m.tensors()) {
-    if (t.name() == name) return t;
-  }
-  throw std::runtime_error("no tensor " + name);
-}
+using testing::writeFile;
 
 // ---------------------------------------------------------------------------------------
 // CRC32C
@@ -141,44 +84,6 @@ TEST(Crc32c, ExtendContinuesAValue) {
 
 // ---------------------------------------------------------------------------------------
 // Round trips
-
-// Tensors of every dtype; per "rank" chunk sizes below and above the 64 KiB direct-write
-// threshold, none a multiple of 4096 bytes.
-std::vector<HostTensor> sampleTensors(int world) {
-  std::vector<HostTensor> t;
-  t.push_back(makeTensor("model/embed.weight", "float32", {1000, 53}, 1));  // ~70.7 KB/rank
-  t.push_back(makeTensor("model/fc.weight", "float64", {129, 200}, 2));     // 68.8 KB/rank
-  t.push_back(makeTensor("model/fc.bias", "float16", {70001}, 3));          // ~46.7 KB/rank
-  t.push_back(makeTensor("model/norm.weight", "bfloat16", {3, 50000}, 4));  // 100 KB/rank
-  t.push_back(makeTensor("model/mask", "bool", {1000, 7}, 5));
-  t.push_back(makeTensor("model/positions", "int64", {5}, 6));
-  t.push_back(makeTensor("model/ids", "int32", {33, 3}, 7));
-  t.push_back(makeTensor("model/small16", "int16", {17}, 8));
-  t.push_back(makeTensor("model/small8", "int8", {2, 2, 2}, 9));
-  t.push_back(makeTensor("model/scale", "float32", {}, 10, /*onlyRank=*/0));
-  t.push_back(makeTensor("optimizer/exp_avg/fc.weight", "float64", {129, 200}, 11));
-  t.push_back(makeTensor("optimizer/exp_avg_sq/fc.weight", "float64", {129, 200}, 12));
-  t.push_back(makeTensor("optimizer/step", "int64", {1}, 13, /*onlyRank=*/0));
-  for (int r = 0; r < world; ++r) {
-    t.push_back(makeTensor("rng/" + std::to_string(r) + "/torch_cpu", "uint8", {5056},
-                           static_cast<std::uint32_t>(20 + r), r));
-  }
-  return t;
-}
-
-Manifest sampleHeader() {
-  Manifest h;
-  TrainerStateRecord* s = h.mutable_trainer_state();
-  s->set_global_step(40);
-  s->set_epoch(1.5);
-  s->set_consumed_samples(2560);
-  s->set_best_metric(0.25);
-  s->set_best_model_checkpoint("out/checkpoint-30");
-  s->set_optimizer("adamw");
-  s->set_last_learning_rate(1e-4);
-  h.set_training_args("output_dir: \"out\"\nlearning_rate: 0.0001\n");
-  return h;
-}
 
 struct RoundTripCase {
   std::int64_t blockBytes;
@@ -304,9 +209,9 @@ TEST(FormatShard, TwoChunksOfOneTensorInOneShardGetDistinctDatasets) {
   EXPECT_NE(chunks[1].dataset(), chunks[0].dataset());
   ShardReader reader(path, kDefaultChecksumBlockBytes);
   std::vector<char> back(80000);
-  reader.read(chunks[1], 4, 0, 20000, back.data());
+  reader.read(chunks[1], "float32", 0, 20000, back.data());
   EXPECT_EQ(0, std::memcmp(back.data(), t.bytes.data() + 80000, 80000));
-  EXPECT_NO_THROW(reader.verify(chunks[0], 4));
+  EXPECT_NO_THROW(reader.verify(chunks[0], "float32"));
 }
 
 TEST(FormatShard, RejectsABadChecksumBlockSize) {
@@ -467,9 +372,7 @@ TEST_F(FormatCorruption, ManifestWithOutOfRangeChunks) {
     SCOPED_TRACE(what);
     Manifest m = manifest_;
     edit(m);
-    std::string bytes;
-    ASSERT_TRUE(m.SerializeToString(&bytes));
-    writeFile(path, bytes);
+    writeFile(path, serializeManifest(m));  // re-sealed: the structure checks must catch it
     const std::string msg = messageOf<CheckpointCorrupt>([&] { readManifest(dir_); });
     EXPECT_NE(msg.find(path), std::string::npos) << msg;
     const CheckpointInfo info = inspectCheckpoint(dir_, false);
@@ -487,7 +390,15 @@ TEST_F(FormatCorruption, ManifestWithOutOfRangeChunks) {
   expectRejected([&](Manifest& m) { m.mutable_tensors(2)->set_dtype("complex64"); }, "dtype");
   expectRejected([&](Manifest& m) { m.mutable_tensors(2)->mutable_chunks()->RemoveLast(); },
                  "a gap");
-  expectRejected([&](Manifest& m) { m.set_format_version(2); }, "format version");
+  expectRejected([&](Manifest& m) { m.set_format_version(3); }, "format version");
+  expectRejected([&](Manifest& m) { m.mutable_tensors()->SwapElements(0, 1); },
+                 "tensors not sorted by name");
+  expectRejected([&](Manifest& m) { m.mutable_tensors(0)->mutable_chunks()->SwapElements(0, 1); },
+                 "chunks not in offset order");
+  expectRejected([&](Manifest& m) { m.mutable_tensors(1)->set_name("model/\xC3("); },
+                 "a name that is not UTF-8");
+  expectRejected([&](Manifest& m) { m.set_checksum_block_bytes(std::int64_t{1} << 40); },
+                 "a checksum block larger than 1 GiB");
   expectRejected([&](Manifest& m) { m.set_world_size(4); }, "world size");
 }
 
@@ -508,9 +419,7 @@ TEST_F(FormatCorruption, ManifestNamingAMissingDatasetOrAWrongChecksum) {
   const std::string path = (fs::path(dir_) / kManifestName).string();
   Manifest m = manifest_;
   m.mutable_tensors(0)->mutable_chunks(1)->set_dataset("/no/such/dataset");
-  std::string bytes;
-  m.SerializeToString(&bytes);
-  writeFile(path, bytes);
+  writeFile(path, serializeManifest(m));
   CheckpointInfo info = inspectCheckpoint(dir_, false);
   EXPECT_EQ(info.status, CheckpointStatus::kCorrupt);
   EXPECT_NE(info.reason.find(shard(1)), std::string::npos) << info.reason;
@@ -518,8 +427,7 @@ TEST_F(FormatCorruption, ManifestNamingAMissingDatasetOrAWrongChecksum) {
   m = manifest_;
   auto* c = m.mutable_tensors(0)->mutable_chunks(2);
   c->set_crc32c(0, c->crc32c(0) ^ 1u);
-  m.SerializeToString(&bytes);
-  writeFile(path, bytes);
+  writeFile(path, serializeManifest(m));
   EXPECT_EQ(inspectCheckpoint(dir_, false).status, CheckpointStatus::kValid);
   info = inspectCheckpoint(dir_, true);
   EXPECT_EQ(info.status, CheckpointStatus::kCorrupt);

@@ -6,7 +6,8 @@
 #                                   target exists)
 find_package(GTest REQUIRED)
 
-add_executable(cohort_ckpt_format_tests ${CMAKE_CURRENT_SOURCE_DIR}/format_test.cc)
+add_executable(cohort_ckpt_format_tests ${CMAKE_CURRENT_SOURCE_DIR}/format_test.cc
+               ${CMAKE_CURRENT_SOURCE_DIR}/integrity_test.cc)
 target_link_libraries(cohort_ckpt_format_tests PRIVATE cohort_ckpt_format GTest::gtest
                                                        GTest::gtest_main)
 target_compile_options(cohort_ckpt_format_tests PRIVATE -Wall -Wextra)

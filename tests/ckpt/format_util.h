@@ -68,8 +68,12 @@ inline Manifest writeCheckpoint(const std::string& dir, int world,
       sources.push_back(c);
       report.set_bytes(report.bytes() + count * static_cast<std::int64_t>(es));
     }
-    const std::vector<Chunk> chunks = writeShard(
-        (std::filesystem::path(dir) / shardFileName(r, world)).string(), sources, options);
+    ShardFile file;
+    const std::vector<Chunk> chunks =
+        writeShard((std::filesystem::path(dir) / shardFileName(r, world)).string(), sources,
+                   options, nullptr, &file);
+    report.set_file_bytes(file.bytes);
+    report.set_file_crc32c(file.crc32c);
     for (std::size_t i = 0; i < chunks.size(); ++i) {
       TensorEntry* e = report.add_tensors();
       e->set_name(sources[i].name);

@@ -68,7 +68,9 @@ MANIFEST = {1: ("format_version", "uint", False), 2: ("created_by", "string", Fa
             3: ("world_size", "int", False), 4: ("shards", "string", True),
             5: ("checksum_block_bytes", "int", False), 6: ("tensors", TENSOR, True),
             7: ("trainer_state", STATE, False), 8: ("training_args", "string", False),
-            9: ("total_bytes", "int", False), 10: ("save_seconds", "double", False)}
+            9: ("total_bytes", "int", False), 10: ("save_seconds", "double", False),
+            11: ("shard_bytes", "int", True), 12: ("shard_crc32c", "fixed32", True),
+            15: ("manifest_crc32c", "fixed32", False)}
 
 
 class Corrupt(Exception):
@@ -278,10 +280,44 @@ def load_manifest(ckpt):
     if not os.path.exists(path):
         raise Corrupt(ckpt + " is incomplete (no manifest.pb)")
     with open(path, "rb") as f:
-        m = decode(f.read(), MANIFEST)
-    if m.get("format_version") != 1:
-        raise Corrupt(path + ": unsupported format_version %r" % m.get("format_version"))
+        raw = f.read()
+    if raw[:2] == b"\x08\x02":
+        # Version 2: the last 5 bytes are field 15 (tag 0x7D), the CRC32C of all before it.
+        if len(raw) < 7 or raw[-5] != 0x7D:
+            raise Corrupt(path + ": version 2 manifest without its checksum")
+        if crc32c(raw[:-5]) != int.from_bytes(raw[-4:], "little"):
+            raise Corrupt(path + ": manifest checksum mismatch")
+        m = decode(raw, MANIFEST)
+        if m.get("format_version") != 2:
+            raise Corrupt(path + ": malformed version 2 manifest")
+    else:
+        m = decode(raw, MANIFEST)
+        if m.get("format_version") != 1 or "manifest_crc32c" in m:
+            raise Corrupt(path + ": unsupported format_version %r" % m.get("format_version"))
+    world = m.get("world_size", 0)
+    if world <= 0 or len(m.get("shards", [])) != world:
+        raise Corrupt(path + ": world_size and shards disagree")
+    for i, name in enumerate(m["shards"]):
+        if name != "shard-%05d-of-%05d.h5" % (i, world):
+            raise Corrupt(path + ": shard %d has the name %r" % (i, name))
+    if m["format_version"] == 2:
+        if len(m.get("shard_bytes", [])) != world or len(m.get("shard_crc32c", [])) != world:
+            raise Corrupt(path + ": shard sizes or checksums missing")
     return m
+
+
+def check_shard_files(ckpt, m):
+    """Version 2: every shard file has the recorded size and CRC32C (all of its bytes)."""
+    if m["format_version"] < 2:
+        return
+    for name, size, want in zip(m["shards"], m["shard_bytes"], m["shard_crc32c"]):
+        path = os.path.join(ckpt, name)
+        with open(path, "rb") as f:
+            data = f.read()
+        if len(data) != size:
+            raise Corrupt("shard %s has %d bytes, the manifest %d" % (path, len(data), size))
+        if crc32c(data) != want:
+            raise Corrupt("shard %s: checksum of the whole file differs" % path)
 
 
 def chunk_defaults(c):
@@ -314,8 +350,8 @@ def read_tensor(ckpt, manifest, entry, files):
             d = files[shard][c["dataset"]]
         except KeyError:
             raise Corrupt("%s: no dataset %s" % (shard, c["dataset"]))
-        if d.shape != (c["count"],) or d.dtype.itemsize != stored.itemsize:
-            raise Corrupt("%s %s: shape or element size differs from the manifest"
+        if d.shape != (c["count"],) or d.dtype != stored:
+            raise Corrupt("%s %s: shape or datatype differs from the manifest"
                           % (shard, c["dataset"]))
         attrs = {k: d.attrs[k] for k in ("tensor", "dtype", "offset")}
         for k in ("tensor", "dtype"):
@@ -369,7 +405,7 @@ def check_checkpoint(ckpt, expected_dir):
         text = parse_text(f.read(), MANIFEST)
     if [comparable(t) for t in m["tensors"]] != [comparable(t) for t in text["tensors"]]:
         raise Corrupt("manifest.txtpb and manifest.pb list different tensors")
-    for key in ("world_size", "shards", "checksum_block_bytes", "training_args",
+    for key in ("world_size", "shards", "shard_bytes", "shard_crc32c", "checksum_block_bytes", "training_args",
                 "trainer_state"):
         if m.get(key) != text.get(key):
             raise Corrupt("manifest.txtpb and manifest.pb differ in %s" % key)
@@ -395,6 +431,7 @@ def check_checkpoint(ckpt, expected_dir):
         checked += 1
     if checked != len(m["tensors"]):
         raise Corrupt("checked %d tensors, the manifest lists %d" % (checked, len(m["tensors"])))
+    check_shard_files(ckpt, m)
     st = m.get("trainer_state", {})
     print("OK %s: %d tensors in %d shards match (global_step %d)"
           % (ckpt, checked, len(m["shards"]), st.get("global_step", 0)))

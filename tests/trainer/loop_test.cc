@@ -76,6 +76,19 @@ TEST(UnitPlan, GlobalStepsDoNotDependOnWorldSize) {
   EXPECT_NE(p.epochOrder(0), q.epochOrder(0));
 }
 
+// The order is pinned (docs/trainer.md spells out the algorithm; these values come from
+// tests/trainer/data_order_reference.py, written from that text): a build with another
+// standard library or a change of the draw would silently reorder a resumed run's data.
+TEST(UnitPlan, ShuffledOrderIsPinnedForAKnownSeed) {
+  const GlobalBatchPlan plan(20, 4, 1, 1, false, 42, true);
+  EXPECT_EQ(plan.epochOrder(0), (std::vector<std::int64_t>{8,  5, 13, 17, 16, 0,  6,  18, 7,  1,
+                                                           11, 2, 10, 3,  9,  14, 19, 15, 12, 4}));
+  const GlobalBatchPlan big(1000, 4, 1, 1, false, 7, true);
+  const auto order = big.epochOrder(3);
+  EXPECT_EQ(std::vector<std::int64_t>(order.begin(), order.begin() + 8),
+            (std::vector<std::int64_t>{688, 173, 902, 645, 197, 474, 905, 790}));
+}
+
 class CountingDataset : public Dataset {
  public:
   explicit CountingDataset(std::int64_t n) : n_(n) {}

@@ -83,6 +83,58 @@ std::map<std::string, at::Tensor> paramsByName(torch::nn::Module& model) {
   return m;
 }
 
+std::string describe(const std::vector<std::int64_t>& shape, const std::string& dtype) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "] " + dtype;
+}
+
+// Every way the checkpoint's tensors do not fit this model (and, with `optimizer`, its
+// optimizer state): missing or extra model tensors, other shapes, other dtypes. One line
+// each; empty when everything fits. A transposed weight has the same number of elements,
+// so the element-range reads alone would load it silently.
+std::vector<std::string> mismatches(const TrainingState& s, const ckpt::Manifest& manifest,
+                                    bool optimizer) {
+  std::map<std::string, const ckpt::TensorEntry*> inCkpt;
+  for (const auto& t : manifest.tensors()) inCkpt[t.name()] = &t;
+  std::vector<std::string> out;
+  std::set<std::string> expected;
+  auto expect = [&](const std::string& name, const std::vector<std::int64_t>& shape,
+                    const std::string& dtype) {
+    expected.insert(name);
+    auto it = inCkpt.find(name);
+    if (it == inCkpt.end()) {
+      out.push_back(name + ": not in the checkpoint (the model has " + describe(shape, dtype) +
+                    ")");
+      return;
+    }
+    const std::vector<std::int64_t> saved(it->second->shape().begin(), it->second->shape().end());
+    if (saved != shape || it->second->dtype() != dtype) {
+      out.push_back(name + ": checkpoint " + describe(saved, it->second->dtype()) + ", model " +
+                    describe(shape, dtype));
+    }
+  };
+  for (const auto& p : s.model.named_parameters())
+    expect("model/" + p.key(), shapeOf(p.value()), ckpt::dtypeName(p.value()));
+  for (const auto& b : s.model.named_buffers())
+    expect("model/" + b.key(), shapeOf(b.value()), ckpt::dtypeName(b.value()));
+  for (const auto& [name, entry] : inCkpt) {
+    if (name.rfind("model/", 0) == 0 && !expected.count(name))
+      out.push_back(name + ": in the checkpoint, not in the model");
+  }
+  if (optimizer) {
+    const auto params = paramsByName(s.model);
+    for (const auto& slot : s.sync.paramSlots()) {
+      const auto shape = shapeOf(params.at(slot.name));
+      expect("optimizer/exp_avg/" + slot.name, shape,
+             ckpt::dtypeName(s.optimizer.expAvg()[slot.bucket]));
+      expect("optimizer/exp_avg_sq/" + slot.name, shape,
+             ckpt::dtypeName(s.optimizer.expAvgSq()[slot.bucket]));
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 std::vector<ckpt::SavePiece> savePieces(const TrainingState& s, bool withOptimizer) {
@@ -137,6 +189,17 @@ LoadReport loadState(const TrainingState& s, ckpt::Checkpointer& ckpt, const std
   LoadReport report;
   report.optimizerRestored = withOptimizer && !s.optimizer.expAvg().empty() &&
                              present.count("optimizer/exp_avg/" + s.sync.paramSlots().front().name);
+  {
+    // Checked before any byte is read; the same verdict on every rank (same manifest).
+    std::string error;
+    const auto bad = mismatches(s, manifest, report.optimizerRestored);
+    if (!bad.empty()) {
+      error = dir + " does not fit the model (" + std::to_string(bad.size()) + " mismatch" +
+              (bad.size() == 1 ? "" : "es") + "): ";
+      for (std::size_t i = 0; i < bad.size(); ++i) error += (i ? "; " : "") + bad[i];
+    }
+    ckpt.agree<ConfigError>(error);
+  }
   std::vector<ckpt::LoadPiece> pieces;
   const auto params = paramsByName(s.model);
   const auto buckets = slotsByBucket(s.sync);

@@ -3,9 +3,9 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <random>
 
 #include "cohort/dist/error.h"
+#include "sample_order.h"
 
 namespace cohort::trainer {
 
@@ -63,16 +63,9 @@ std::int64_t GlobalBatchPlan::stepsPerEpoch() const {
 }
 
 std::vector<std::int64_t> GlobalBatchPlan::epochOrder(std::int64_t epoch) const {
+  if (shuffle_) return shuffledOrder(n_, seed_, epoch);  // sample_order.h, docs/trainer.md
   std::vector<std::int64_t> order(static_cast<std::size_t>(n_));
   for (std::int64_t i = 0; i < n_; ++i) order[static_cast<std::size_t>(i)] = i;
-  if (!shuffle_) return order;
-  // Fisher-Yates with a 64-bit Mersenne twister: the same order on every rank and every
-  // world size, independent of torch's generators.
-  std::mt19937_64 rng(seed_ * 1000003ull + static_cast<std::uint64_t>(epoch));
-  for (std::int64_t i = n_ - 1; i > 0; --i) {
-    std::uniform_int_distribution<std::int64_t> pick(0, i);
-    std::swap(order[static_cast<std::size_t>(i)], order[static_cast<std::size_t>(pick(rng))]);
-  }
   return order;
 }
 

@@ -100,17 +100,40 @@ std::vector<std::string> rotateCheckpoints(const std::string& outputDir, int lim
   return deleted;
 }
 
+namespace {
+
+// A save that never finished: the sentinel is there (it goes before the first byte and
+// leaves after the durable manifest), or the directory holds no shard and no manifest (the
+// save died creating the sentinel). A directory whose manifest is missing while shards
+// remain without a sentinel lost its manifest after completing.
+bool neverCompleted(const ckpt::CheckpointInfo& c) {
+  if (c.status != ckpt::CheckpointStatus::kIncomplete) return false;
+  if (fs::exists(fs::path(c.path) / ckpt::kSentinelName)) return true;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(c.path, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("shard-", 0) == 0 || name.rfind(ckpt::kManifestName, 0) == 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 std::vector<std::string> resumeCandidates(const std::string& outputDir,
-                                          std::vector<std::string>* skipped) {
+                                          std::vector<std::string>* skipped,
+                                          std::vector<std::string>* lost) {
   std::vector<std::string> out;
   auto all = ckpt::listCheckpoints(outputDir, /*verifyChecksums=*/false);
   std::reverse(all.begin(), all.end());
   for (const auto& c : all) {
     if (c.status == ckpt::CheckpointStatus::kValid) {
       out.push_back(c.path);
-    } else if (skipped != nullptr) {
-      skipped->push_back(c.path + " is " + ckpt::statusName(c.status) + ": " + c.reason);
+      continue;
     }
+    std::string line = c.path + " is " + ckpt::statusName(c.status) + ": " + c.reason;
+    std::replace(line.begin(), line.end(), '\n', ' ');  // one line each
+    if (skipped != nullptr) skipped->push_back(line);
+    if (lost != nullptr && !neverCompleted(c)) lost->push_back(line);
   }
   return out;
 }

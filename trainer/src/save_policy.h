@@ -33,9 +33,12 @@ std::vector<std::string> rotateCheckpoints(const std::string& outputDir, int lim
                                            const std::string& bestCheckpoint);
 
 // The checkpoints to try for resume_from_checkpoint=true, newest valid first; `skipped`
-// gets one line per incomplete or corrupt directory passed over.
+// gets one line per incomplete or corrupt directory passed over, and `lost` (when given) one
+// line per directory among them that had COMPLETED and is now damaged (its data is lost),
+// as opposed to a save that never finished (sentinel present, or nothing written yet).
 std::vector<std::string> resumeCandidates(const std::string& outputDir,
-                                          std::vector<std::string>* skipped);
+                                          std::vector<std::string>* skipped,
+                                          std::vector<std::string>* lost = nullptr);
 
 // True when `value` beats `best` in the configured direction (any value beats none).
 bool improves(double value, const std::optional<double>& best, bool greaterIsBetter);

@@ -132,31 +132,54 @@ DataPosition resumeRun(const TrainingArguments& args, TrainerState& state, const
   if (!latest) {
     candidates.push_back(args.resume_from_checkpoint());
   } else {
-    // Rank 0 looks, every rank gets its answer: the number of checkpoints skipped, then the
+    // Rank 0 looks, every rank gets its answer: the number of checkpoints skipped, the
+    // number of those that had completed (damaged: data lost) and their lines, then the
     // candidates, one per line.
     std::string decision;
     if (rank == 0) {
-      std::vector<std::string> skipped;
-      const auto found = resumeCandidates(args.output_dir(), &skipped);
-      for (const auto& line : skipped) COHORT_LOG_WARN("resume: skipping {}", line);
-      decision = std::to_string(skipped.size()) + "\n";
+      std::vector<std::string> skipped, lost;
+      const auto found = resumeCandidates(args.output_dir(), &skipped, &lost);
+      if (!found.empty() || !lost.empty()) {
+        for (const auto& line : skipped) COHORT_LOG_WARN("resume: skipping {}", line);
+      } else if (!skipped.empty()) {
+        std::string dirs;
+        for (const auto& line : skipped) {
+          dirs += (dirs.empty() ? "" : ", ") + line.substr(0, line.find(" is "));
+        }
+        COHORT_LOG_WARN(
+            "resume_from_checkpoint=true: no checkpoint in {} ever completed ({}: save "
+            "interrupted; kept for inspection until this run's save of that step replaces it "
+            "or rotation removes it); starting fresh",
+            args.output_dir(), dirs);
+      }
+      decision = std::to_string(skipped.size()) + "\n" + std::to_string(lost.size()) + "\n";
+      for (const auto& line : lost) decision += line + "\n";
       for (const auto& c : found) decision += c + "\n";
     }
     candidates = splitLines(cp.shareFromRoot(decision));
-    const std::string skipped = candidates.front();
-    candidates.erase(candidates.begin());
-    if (candidates.empty() && skipped == "0") {
-      // Nothing was ever saved (the first run of a job that always passes "true"): start
-      // fresh. Only checkpoints that exist but are all unusable are an error.
-      if (rank == 0) {
+    const std::string skipped = candidates.at(0);
+    const auto lostCount = static_cast<std::size_t>(std::stoul(candidates.at(1)));
+    const std::vector<std::string> lost(candidates.begin() + 2,
+                                        candidates.begin() + 2 + static_cast<long>(lostCount));
+    candidates.erase(candidates.begin(), candidates.begin() + 2 + static_cast<long>(lostCount));
+    if (candidates.empty() && lost.empty()) {
+      // Nothing was ever saved (the first run of a job that always passes "true"), or only
+      // saves that never finished (a crash during the first save): start fresh. The dead
+      // save stays for inspection; this run's save of that step replaces it, and rotation
+      // removes it once a newer checkpoint is complete.
+      if (rank == 0 && skipped == "0") {
         COHORT_LOG_INFO("resume_from_checkpoint=true: no checkpoint in {} yet; starting fresh",
                         args.output_dir());
       }
       return {};
     }
     if (candidates.empty()) {
+      // A checkpoint had completed and is damaged: its training would be lost silently.
+      std::string why;
+      for (const auto& line : lost) why += (why.empty() ? "" : "; ") + line;
       throw ConfigError("resume_from_checkpoint=true but no valid checkpoint in " +
-                        args.output_dir() + " (" + skipped + " incomplete or corrupt skipped)");
+                        args.output_dir() + " (" + skipped +
+                        " incomplete or corrupt skipped); completed but damaged: " + why);
     }
   }
   for (std::size_t i = 0; i < candidates.size(); ++i) {

@@ -15,6 +15,10 @@ std::uint32_t extend(std::uint32_t crc, const void* data, std::size_t size);
 
 inline std::uint32_t value(const void* data, std::size_t size) { return extend(0, data, size); }
 
+// The CRC32C of A followed by B from the CRCs of A and B and B's size, without the bytes:
+// combine(value(a), value(b), size of b) == value(a + b). O(log sizeB).
+std::uint32_t combine(std::uint32_t crcA, std::uint32_t crcB, std::uint64_t sizeB);
+
 // The portable table-driven path (exposed so tests can compare it with the fast one).
 std::uint32_t extendPortable(std::uint32_t crc, const void* data, std::size_t size);
 

@@ -29,9 +29,13 @@ inline constexpr const char* kManifestName = "manifest.pb";
 inline constexpr const char* kManifestTextName = "manifest.txtpb";
 inline constexpr const char* kCheckpointPrefix = "checkpoint-";
 inline constexpr std::int64_t kDefaultChecksumBlockBytes = 1 << 20;
+inline constexpr std::int64_t kMaxChecksumBlockBytes = 1 << 30;
+// What this code writes. Version 1 (no manifest or shard-file checksums) is still read.
+inline constexpr std::uint32_t kFormatVersion = 2;
 
 // Bytes per element of a dtype name ("float32", ...); CheckpointCorrupt for an unknown one.
 std::size_t dtypeSize(const std::string& dtype);
+// The product of the shape; CheckpointCorrupt for a negative dimension or an overflow.
 std::int64_t numelOf(const TensorEntry& entry);
 
 // "shard-00003-of-00004.h5"
@@ -67,12 +71,20 @@ class ChunkBytes {
   virtual void copy(std::size_t index, std::int64_t pos, std::int64_t n, void* dst) = 0;
 };
 
+// A whole shard file as the manifest records it (format version 2).
+struct ShardFile {
+  std::int64_t bytes = 0;
+  std::uint32_t crc32c = 0;
+};
+
 // Creates `path` (replacing any file there), writes every chunk as its own 1-D dataset,
-// fsyncs. Returns the chunks as manifest entries (shard index left 0) in input order.
-// Bytes come from ChunkSource::data, or through `bytes` when it is given.
+// fsyncs. Returns the chunks as manifest entries (shard index left 0) in input order, and
+// the finished file's size and checksum in `*file` when given. Bytes come from
+// ChunkSource::data, or through `bytes` when it is given.
 // Throws CheckpointError naming the file on any failure.
 std::vector<Chunk> writeShard(const std::string& path, const std::vector<ChunkSource>& chunks,
-                              const WriteOptions& options = {}, ChunkBytes* bytes = nullptr);
+                              const WriteOptions& options = {}, ChunkBytes* bytes = nullptr,
+                              ShardFile* file = nullptr);
 
 // Reads element ranges of a shard's datasets, verifying the checksum blocks it touches.
 // Owns an open HDF5 file. Errors: CheckpointCorrupt naming the file.
@@ -83,16 +95,21 @@ class ShardReader {
   ShardReader(const ShardReader&) = delete;
   ShardReader& operator=(const ShardReader&) = delete;
 
-  // Elements [from, from + count) of `chunk` (chunk-relative) into dst (elemSize bytes each).
-  void read(const Chunk& chunk, std::size_t elemSize, std::int64_t from, std::int64_t count,
+  // Elements [from, from + count) of `chunk` (chunk-relative) into dst, after checking the
+  // dataset's length and HDF5 datatype against the manifest's count and `dtype`.
+  void read(const Chunk& chunk, const std::string& dtype, std::int64_t from, std::int64_t count,
             void* dst);
   // Reads every byte of the chunk and checks all its checksums.
-  void verify(const Chunk& chunk, std::size_t elemSize);
+  void verify(const Chunk& chunk, const std::string& dtype);
+  // CRC32C of the whole file.
+  std::uint32_t fileChecksum();
+  std::int64_t fileBytes() const { return fileBytes_; }
   const std::string& path() const { return path_; }
 
  private:
   std::string path_;
   std::int64_t blockBytes_;
+  std::int64_t fileBytes_ = 0;
   std::int64_t fileId_ = -1;
   std::vector<char> scratch_;
 };
@@ -122,9 +139,16 @@ class RangeReader {
 Manifest assembleManifest(Manifest header, const std::vector<ShardReport>& reports,
                           std::int64_t checksumBlockBytes, const std::string& where);
 
-// Parses dir/manifest.pb and checks its structure (every tensor tiled exactly by its chunks,
-// shard indices in range, known dtypes, checksum counts). CheckpointCorrupt naming the file.
+// Parses dir/manifest.pb, checks its checksum (version 2) and its structure (every tensor
+// tiled exactly by its chunks in offset order, no overflowing shape, sizes within the shard
+// files, shard names as documented, known dtypes, checksum counts, UTF-8 strings).
+// CheckpointCorrupt naming the file.
 Manifest readManifest(const std::string& dir);
+// The bytes of manifest.pb: version 2 ends with manifest_crc32c over all bytes before it
+// (any other value of the field in `manifest` is ignored); version 1 is plain protobuf.
+std::string serializeManifest(const Manifest& manifest);
+// Parses manifest.pb's bytes as readManifest does; `where` names them in errors.
+Manifest parseManifest(const std::string& bytes, const std::string& where);
 // Writes manifest.pb (and manifest.txtpb) atomically (temp file, fsync, rename, dir fsync).
 void writeManifest(const std::string& dir, const Manifest& manifest);
 // Checks a manifest's structure (as readManifest does); `where` names it in errors.
