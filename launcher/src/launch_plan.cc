@@ -262,10 +262,12 @@ JobCommand buildCommand(const LaunchPlan& plan, const RunOptions& opts, const En
     // --kill-on-bad-exit gives fail-fast; Slurm's own configuration decides CPU binding.
     // --unbuffered: rank 0's partial lines (a progress bar) pass at once; the wrappers of
     // the other ranks write whole lines, each in one write().
+    // An uneven layout (2,1) gets no --ntasks-per-node: srun would warn that it cannot
+    // honour it; its block distribution over the allocation places the ranks as planned.
     a.insert(a.end(), {"--mpi=pmix", "--nodes=" + std::to_string(plan.ranksPerNode.size()),
-                       "--ntasks=" + std::to_string(plan.np),
-                       "--ntasks-per-node=" + std::to_string(per_node), "--kill-on-bad-exit=1",
-                       "--unbuffered"});
+                       "--ntasks=" + std::to_string(plan.np)});
+    if (uniform) a.push_back("--ntasks-per-node=" + std::to_string(per_node));
+    a.insert(a.end(), {"--kill-on-bad-exit=1", "--unbuffered"});
   } else {
     a.insert(a.end(), {"-np", std::to_string(plan.np)});
     std::string pe = plan.coresPerRank > 0 ? ":PE=" + std::to_string(plan.coresPerRank) : "";

@@ -161,26 +161,26 @@ test_dry_run_srun() {
   check "threads: 8 cores / 2 ranks" has "$out" "OMP_NUM_THREADS=4 (cores of the node"
 
   run_cohort "$p" "${slurm[@]}" 'SLURM_TASKS_PER_NODE=4(x2)' -- run --dry-run -np 6 -- ./train
-  check "SLURM_TASKS_PER_NODE=4(x2), -np 6" has "$out" "--nodes=2 --ntasks=6 --ntasks-per-node=4 "
+  check "SLURM_TASKS_PER_NODE=4(x2), -np 6" has "$out" "--nodes=2 --ntasks=6 --kill-on-bad-exit=1 "
   run_cohort "$p" "${slurm[@]}" SLURM_NTASKS_PER_NODE=2 -- run --dry-run -np 3 -- ./train
-  check "-np 3 in 2x2" has "$out" "--nodes=2 --ntasks=3 --ntasks-per-node=2 "
+  check "-np 3 in 2x2: 2,1 without a per-node count" has "$out" "--nodes=2 --ntasks=3 --kill-on-bad-exit=1 "
   run_cohort "$p" "${slurm[@]}" SLURM_NTASKS_PER_NODE=2 -- run --dry-run -np 2 -- ./train
   check "-np 2 in 2x2 uses one node" has "$out" "--nodes=1 --ntasks=2 --ntasks-per-node=2 "
   # Uneven allocations (issue 21): salloc -N2 -n3 gives SLURM_TASKS_PER_NODE=2,1.
   local uneven=(SLURM_JOB_ID=42 SLURM_NNODES=2 SLURM_TASKS_PER_NODE=2,1 SLURM_NTASKS=3)
   run_cohort "$p" "${uneven[@]}" -- run --dry-run -- ./train
   show "dry run in salloc -N2 -n3" <<< "$out"
-  check "2,1: 3 ranks, not 4" has "$out" "--nodes=2 --ntasks=3 --ntasks-per-node=2 "
+  check "2,1: 3 ranks, not 4" has "$out" "--nodes=2 --ntasks=3 --kill-on-bad-exit=1 "
   check "2,1: layout" has "$out" "COHORT_NODE_LAYOUT=2,1"
   check "2,1: LOCAL_WORLD_SIZE by node" has "$out" "LOCAL_WORLD_SIZE=2,1 (by node)"
   run_cohort "$p" "${uneven[@]}" -- run --dry-run -np 3 -- ./train
   check "2,1: explicit -np 3 works" test "$rc" -eq 0
-  check "2,1: -np 3 planned as 2,1" has "$out" "--nodes=2 --ntasks=3 --ntasks-per-node=2 "
+  check "2,1: -np 3 planned as 2,1" has "$out" "--nodes=2 --ntasks=3 --kill-on-bad-exit=1 "
   run_cohort "$p" "${uneven[@]}" -- run --dry-run -np 2 -- ./train
   check "2,1: -np 2 on the first node" has "$out" "--nodes=1 --ntasks=2 --ntasks-per-node=2 "
   run_cohort "$p" SLURM_JOB_ID=42 SLURM_NNODES=3 'SLURM_TASKS_PER_NODE=2(x2),1' SLURM_NTASKS=5 -- \
     run --dry-run -- ./train
-  check "2(x2),1: 5 ranks, not 6" has "$out" "--nodes=3 --ntasks=5 --ntasks-per-node=2 "
+  check "2(x2),1: 5 ranks, not 6" has "$out" "--nodes=3 --ntasks=5 --kill-on-bad-exit=1 "
   check "2(x2),1: layout" has "$out" "COHORT_NODE_LAYOUT=2,2,1"
   run_cohort "$p" SLURM_JOB_ID=42 SLURM_NNODES=2 SLURM_TASKS_PER_NODE='2(x2)' SLURM_NTASKS=3 -- \
     run --dry-run -- ./train
