@@ -493,6 +493,17 @@ test_fatal_line() {
   check "UTF-8 kept whole" has "$line" "conf-é"
   check "ESC escaped" has "$line" 'conf-é\x1b[31m-ü.txtpb'
   check "no raw control byte" lacks "$line" $'\x1b'
+
+  # A message longer than PIPE_BUF: still one write(), cut with " [...]".
+  local long
+  long=$work/$(printf 'x%.0s' {1..5000})
+  timeout 120 "$real_mpirun" -np 1 --oversubscribe "${root[@]}" --tag-output \
+    "$extra" --config "$long" > "$work/stdout" 2> "$work/stderr"
+  check "long message: tagged once" \
+    test "$(grep -o '\[[0-9]*,0\]<stderr>:' "$work/stderr" | wc -l)" -eq 1
+  line=$(grep '^\[[0-9]*,0\]<stderr>:' "$work/stderr")
+  check "long message: cut at 4096 bytes with ' [...]'" \
+    test "${#line}" -le $((4096 + 20)) -a "${line: -6}" = " [...]"
 }
 
 # Console output (issue 21): rank 0's bytes as written ('\r' redraws, a UTF-8 character
