@@ -8,12 +8,25 @@
 
 namespace cohort::examples {
 
+namespace {
+
+// Runs from .preinit_array, before the initialisers of LibTorch and the other libraries
+// (seconds of start-up during which a SIGTERM would otherwise kill the rank). The handler
+// only stores into lock-free atomics, so it needs no library initialised.
+void installHandlersAtStartup(int, char**, char**) { trainer::installEarlyPreemptionHandlers(); }
+__attribute__((section(".preinit_array"),
+               used)) void (*const kInstallHandlersAtStartup)(int, char**,
+                                                              char**) = installHandlersAtStartup;
+
+}  // namespace
+
 int runExample(int argc, char** argv, const std::function<void(ExampleContext&)>& body) {
   int rank = 0;
   std::unique_ptr<dist::Runtime> runtime;  // declared first: destroyed last
   std::unique_ptr<dist::Communicator> comm;
   // Until the arguments say whether the JIT checkpoint is on, a SIGTERM/SIGUSR1 is recorded
-  // instead of killing the rank halfway through start-up.
+  // instead of killing the rank halfway through start-up (already done at startup above;
+  // a second call does nothing).
   trainer::installEarlyPreemptionHandlers();
   try {
     at::set_num_threads(1);

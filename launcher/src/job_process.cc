@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "startup_signals.h"
 #include "status_file.h"
 #include "sys_util.h"
 
@@ -24,12 +25,19 @@ constexpr double kHardStopWaitS = 10;
 // mpirun and srun --kill-on-bad-exit normally end it within ~2 s.
 constexpr double kFailFastBackstopS = 5;
 constexpr double kStatusPollS = 0.5;
+// A stop that arrives while ranks are still starting is held until every rank's wrapper
+// has announced itself (rank-R.started: from then on it takes the signal, and its program
+// keeps it pending until its handlers are in place). Should the records never all appear
+// (a node that cannot write the run directory), the stop goes out after this long anyway
+// and is repeated every kResendS until they do.
+constexpr double kHoldAtMostS = 10;
+constexpr double kResendS = 5;
 
 void noopHandler(int) {}
 
 void say(const std::string& line) { fprintf(stderr, "cohort run: %s\n", line.c_str()); }
 
-[[noreturn]] void execTool(const JobCommand& command, const sigset_t& signals) {
+[[noreturn]] void execTool(const JobCommand& command) {
   // Own process group: a Ctrl-C on the terminal reaches only the launcher, which turns it
   // into the graceful SIGUSR1; mpirun would SIGKILL the ranks ~1 s after a SIGINT.
   setpgid(0, 0);
@@ -40,7 +48,7 @@ void say(const std::string& line) { fprintf(stderr, "cohort run: %s\n", line.c_s
     if (null_fd >= 0) dup2(null_fd, STDIN_FILENO);
   }
   for (const auto& [name, value] : command.setEnv) setenv(name.c_str(), value.c_str(), 1);
-  sigprocmask(SIG_UNBLOCK, &signals, nullptr);
+  restoreStartupMask();  // mpirun/srun get the signal mask `cohort` was started with
   std::vector<char*> argv;
   for (const std::string& word : command.argv) argv.push_back(const_cast<char*>(word.c_str()));
   argv.push_back(nullptr);
@@ -76,7 +84,7 @@ std::optional<int> waitForStopSignal(double seconds, const sigset_t& signals) {
   return std::nullopt;
 }
 
-AttemptOutcome runAttempt(const JobCommand& command, const std::string& statusDir,
+AttemptOutcome runAttempt(const JobCommand& command, const std::string& statusDir, int ranks,
                           double gracePeriodS, const sigset_t& signals) {
   AttemptOutcome out;
   const pid_t tool = fork();
@@ -85,12 +93,14 @@ AttemptOutcome runAttempt(const JobCommand& command, const std::string& statusDi
     out.startFailed = true;
     return out;
   }
-  if (tool == 0) execTool(command, signals);
+  if (tool == 0) execTool(command);
   setpgid(tool, tool);
   const std::string tool_name = command.argv[0].substr(command.argv[0].rfind('/') + 1);
 
   double grace_end = 0, kill_at = 0, next_poll = 0, failure_seen_at = 0;
+  double stop_at = 0, next_send = 0;  // next_send > 0: the stop still has to reach a rank
   bool hard_stop = false, killed = false;
+  auto allStarted = [&] { return countStartedRanks(statusDir) >= ranks; };
   auto hardStop = [&](double now) {
     hard_stop = true;
     kill_at = now + kHardStopWaitS;
@@ -104,9 +114,16 @@ AttemptOutcome runAttempt(const JobCommand& command, const std::string& statusDi
       if (!out.stopSignal) {
         out.stopSignal = sig;
         grace_end = now + gracePeriodS;
+        stop_at = now;
         say("got " + signalName(sig) + ": asking every rank to stop (SIGUSR1 through " + tool_name +
             ", SIGTERM to each program); grace period " + formatSeconds(gracePeriodS) + " s");
-        kill(tool, SIGUSR1);
+        if (allStarted()) {
+          kill(tool, SIGUSR1);
+        } else {
+          say("ranks are still starting (" + std::to_string(countStartedRanks(statusDir)) + " of " +
+              std::to_string(ranks) + "): the stop goes out once every rank has started");
+          next_send = now + kHoldAtMostS;
+        }
       } else if (!hard_stop) {
         say("got " + signalName(sig) + " again: stopping the ranks now");
         out.secondSignal = true;
@@ -118,6 +135,17 @@ AttemptOutcome runAttempt(const JobCommand& command, const std::string& statusDi
     if (done == tool) {
       out.toolStatus = status;
       return out;
+    }
+    if (next_send > 0 && !hard_stop) {
+      if (allStarted()) {
+        kill(tool, SIGUSR1);
+        next_send = 0;
+        say("every rank has started: stop sent " + formatSeconds(now - stop_at) +
+            " s after the signal");
+      } else if (now >= next_send) {
+        kill(tool, SIGUSR1);  // not every rank can be seen: send anyway, and again later
+        next_send = now + kResendS;
+      }
     }
     if (out.stopSignal && !hard_stop && now >= grace_end) {
       say("grace period of " + formatSeconds(gracePeriodS) +

@@ -28,8 +28,10 @@ struct AttemptOutcome {
 };
 
 // Starts COMMAND, supervises it until it exits and returns what happened. Rank status
-// records are read from STATUS_DIR while it runs (fail-fast backstop).
-AttemptOutcome runAttempt(const JobCommand& command, const std::string& statusDir,
+// records are read from STATUS_DIR while it runs (fail-fast backstop), and a stop signal
+// that arrives before all RANKS have announced themselves there (rank-R.started) is held
+// until they have, so that no rank misses it (see kHoldAtMostS).
+AttemptOutcome runAttempt(const JobCommand& command, const std::string& statusDir, int ranks,
                           double gracePeriodS, const sigset_t& signals);
 
 // Waits up to SECONDS for a stop signal; returns it, or nullopt when the time passed.

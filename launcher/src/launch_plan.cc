@@ -5,9 +5,15 @@
 #include <algorithm>
 #include <set>
 
+#include "rank_output.h"
+
 namespace cohort::launcher {
 
 namespace {
+
+std::string plural(long n, const char* word) {
+  return std::to_string(n) + " " + word + (n == 1 ? "" : "s");
+}
 
 // Ranks per node when the user did not say: one per visible GPU, one on a CPU node.
 int autoRanksPerNode(const RunOptions& opts, const EnvMap& env) {
@@ -15,13 +21,49 @@ int autoRanksPerNode(const RunOptions& opts, const EnvMap& env) {
   return std::max(1, visibleGpuCount(env));
 }
 
-// "4", or "2(x3)" / "3,2" (SLURM_TASKS_PER_NODE): the count of the first node.
+// "4", or "2(x3)" / "3,2": the count of the first node (SLURM_CPUS_ON_NODE and the like).
 std::optional<int> leadingCount(const std::optional<std::string>& value) {
   if (!value) return std::nullopt;
   size_t digits = value->find_first_not_of("0123456789");
   auto n = parseInteger(value->substr(0, digits), 1, 1 << 20);
   if (!n) return std::nullopt;
   return static_cast<int>(*n);
+}
+
+// Tasks the allocation holds on each node, in node order. An explicit --nproc-per-node
+// (N or auto) is the user's word for every node; otherwise Slurm's own description:
+// SLURM_NTASKS_PER_NODE (uniform), else the full SLURM_TASKS_PER_NODE list ("2,1",
+// "2(x3),1": an uneven allocation such as salloc -N2 -n3), else SLURM_NTASKS spread
+// evenly. SLURM_NTASKS, when set, caps the total (an allocation of -n3 on 2x2 CPUs).
+std::vector<int> slurmCapacity(const RunOptions& opts, const EnvMap& env, int nodes) {
+  auto uniform = [nodes](int n) { return std::vector<int>(static_cast<size_t>(nodes), n); };
+  if (opts.nprocPerNode) return uniform(*opts.nprocPerNode);
+  if (opts.nprocPerNodeGiven) return uniform(autoRanksPerNode(opts, env));  // explicit auto
+  std::vector<int> capacity;
+  if (auto n = leadingCount(lookup(env, "SLURM_NTASKS_PER_NODE"))) {
+    capacity = uniform(*n);
+  } else if (auto list = lookup(env, "SLURM_TASKS_PER_NODE")) {
+    capacity = expandCounts(*list);
+    if (static_cast<int>(capacity.size()) != nodes) {
+      throw UsageError("SLURM_TASKS_PER_NODE='" + *list + "' does not describe the " +
+                       std::to_string(nodes) + " nodes of SLURM_NNODES");
+    }
+  }
+  auto tasks_text = lookup(env, "SLURM_NTASKS");
+  auto tasks = tasks_text ? parseInteger(*tasks_text, 1, 1 << 24) : std::nullopt;
+  if (capacity.empty()) {
+    if (opts.np) return uniform(static_cast<int>((*opts.np + nodes - 1) / nodes));
+    if (!tasks) return uniform(autoRanksPerNode(opts, env));
+    capacity = uniform(static_cast<int>((*tasks + nodes - 1) / nodes));
+  }
+  if (tasks) {  // keep only the first SLURM_NTASKS slots
+    long left = *tasks;
+    for (int& n : capacity) {
+      n = static_cast<int>(std::min<long>(n, left));
+      left -= n;
+    }
+  }
+  return capacity;
 }
 
 void planSlurmLayout(const RunOptions& opts, const EnvMap& env, LaunchPlan* plan) {
@@ -32,32 +74,21 @@ void planSlurmLayout(const RunOptions& opts, const EnvMap& env, LaunchPlan* plan
     throw UsageError("inside a Slurm allocation (SLURM_JOB_ID is set) but SLURM_NNODES is " +
                      (nodes_text ? "'" + *nodes_text + "'" : std::string("not set")));
   }
-  std::optional<int> per_node;
-  if (opts.nprocPerNode) {
-    per_node = opts.nprocPerNode;
-  } else if (opts.nprocPerNodeGiven) {  // explicit "auto": GPUs of this node
-    per_node = autoRanksPerNode(opts, env);
-  } else if (auto n = leadingCount(lookup(env, "SLURM_NTASKS_PER_NODE"))) {
-    per_node = n;
-  } else if (auto m = leadingCount(lookup(env, "SLURM_TASKS_PER_NODE"))) {
-    per_node = m;
-  } else if (opts.np) {
-    per_node = static_cast<int>((*opts.np + *nodes - 1) / *nodes);
-  } else if (auto tasks = leadingCount(lookup(env, "SLURM_NTASKS"))) {
-    per_node = static_cast<int>((*tasks + *nodes - 1) / *nodes);
-  } else {
-    per_node = autoRanksPerNode(opts, env);
-  }
-  const long capacity = *per_node * *nodes;
-  const int np = opts.np.value_or(static_cast<int>(capacity));
-  if (np > capacity) {
-    throw UsageError("-np " + std::to_string(np) +
-                     " exceeds the Slurm allocation: " + std::to_string(*nodes) + " nodes x " +
-                     std::to_string(*per_node) + " tasks per node");
+  const std::vector<int> capacity = slurmCapacity(opts, env, static_cast<int>(*nodes));
+  long total = 0;
+  for (int n : capacity) total += n;
+  const int np = opts.np.value_or(static_cast<int>(total));
+  if (np > total || np == 0) {
+    throw UsageError((opts.np ? "-np " + std::to_string(np) + " exceeds" : "no ranks fit in") +
+                     std::string(" the Slurm allocation: ") + plural(total, "task") + " on " +
+                     plural(*nodes, "node") + " (" + layoutString(capacity) + ")");
   }
   plan->np = np;
-  for (int left = np; left > 0; left -= *per_node) {
-    plan->ranksPerNode.push_back(std::min(left, *per_node));
+  int left = np;
+  for (size_t i = 0; i < capacity.size() && left > 0; ++i) {
+    const int n = std::min(left, capacity[i]);
+    if (n > 0) plan->ranksPerNode.push_back(n);
+    left -= n;
   }
   if (opts.coresPerNode) {
     plan->coresPerNode = *opts.coresPerNode;
@@ -196,7 +227,14 @@ JobCommand buildCommand(const LaunchPlan& plan, const RunOptions& opts, const En
       {kEnvMaxRestarts, std::to_string(opts.maxRestarts)},
       {kEnvNodeLayout, layoutString(plan.ranksPerNode)},
       {kEnvCoresPerRank, std::to_string(plan.coresPerRank)},
+      {kEnvRankOutput, opts.rankOutput},
+      {kEnvHoldSignals, opts.holdSignals ? "1" : "0"},
   };
+  // Rank 0's output reaches the console untouched: when that is a terminal, its progress
+  // bar may redraw in place (the program itself only sees mpirun's pipe or pty).
+  if (plan.consoleIsTerminal && !lookup(env, "COHORT_PROGRESS_BAR")) {
+    cmd.setEnv.emplace_back("COHORT_PROGRESS_BAR", "1");
+  }
   std::set<std::string> forward;  // sorted, so the printed command is stable
   for (const std::string& x : opts.exports) {
     size_t eq = x.find('=');
@@ -215,13 +253,21 @@ JobCommand buildCommand(const LaunchPlan& plan, const RunOptions& opts, const En
   auto& a = cmd.argv;
   a.push_back(plan.tool);
   const int per_node = *std::max_element(plan.ranksPerNode.begin(), plan.ranksPerNode.end());
+  // An uneven layout (2,1) is the allocation's own slots filled in node order: mpirun's
+  // --map-by slot does exactly that with the slots it reads from Slurm.
+  const bool uniform =
+      *std::min_element(plan.ranksPerNode.begin(), plan.ranksPerNode.end()) == per_node;
   if (plan.backend == Backend::kSrun) {
     // srun hands the whole environment to the tasks, so nothing needs forwarding;
     // --kill-on-bad-exit gives fail-fast; Slurm's own configuration decides CPU binding.
-    a.insert(a.end(),
-             {"--mpi=pmix", "--nodes=" + std::to_string(plan.ranksPerNode.size()),
-              "--ntasks=" + std::to_string(plan.np),
-              "--ntasks-per-node=" + std::to_string(per_node), "--kill-on-bad-exit=1", "--label"});
+    // --unbuffered: rank 0's partial lines (a progress bar) pass at once; the wrappers of
+    // the other ranks write whole lines, each in one write().
+    // An uneven layout (2,1) gets no --ntasks-per-node: srun would warn that it cannot
+    // honour it; its block distribution over the allocation places the ranks as planned.
+    a.insert(a.end(), {"--mpi=pmix", "--nodes=" + std::to_string(plan.ranksPerNode.size()),
+                       "--ntasks=" + std::to_string(plan.np)});
+    if (uniform) a.push_back("--ntasks-per-node=" + std::to_string(per_node));
+    a.insert(a.end(), {"--kill-on-bad-exit=1", "--unbuffered"});
   } else {
     a.insert(a.end(), {"-np", std::to_string(plan.np)});
     std::string pe = plan.coresPerRank > 0 ? ":PE=" + std::to_string(plan.coresPerRank) : "";
@@ -231,7 +277,7 @@ JobCommand buildCommand(const LaunchPlan& plan, const RunOptions& opts, const En
         hosts += (i ? "," : "") + plan.hosts[i] + ":" + std::to_string(plan.ranksPerNode[i]);
       }
       a.insert(a.end(), {"-H", hosts, "--map-by", "slot" + pe});
-    } else if (plan.inSlurm) {
+    } else if (plan.inSlurm && uniform) {
       // mpirun reads the allocation itself; ppr keeps the per-node count we planned.
       a.insert(a.end(), {"--map-by", "ppr:" + std::to_string(per_node) + ":node" + pe});
     } else {
@@ -240,7 +286,6 @@ JobCommand buildCommand(const LaunchPlan& plan, const RunOptions& opts, const En
     a.insert(a.end(), {"--bind-to", plan.coresPerRank > 0 ? "core" : "none"});
     if (plan.oversubscribe) a.push_back("--oversubscribe");
     if (plan.runAsRoot) a.push_back("--allow-run-as-root");
-    a.push_back("--tag-output");
     for (const std::string& name : forward) a.insert(a.end(), {"-x", name});
   }
   a.insert(a.end(), opts.launcherArgs.begin(), opts.launcherArgs.end());

@@ -19,6 +19,7 @@ inline constexpr const char* kEnvRestartCount = "COHORT_RESTART_COUNT";
 inline constexpr const char* kEnvMaxRestarts = "COHORT_MAX_RESTARTS";
 inline constexpr const char* kEnvNodeLayout = "COHORT_NODE_LAYOUT";
 inline constexpr const char* kEnvCoresPerRank = "COHORT_CORES_PER_RANK";
+inline constexpr const char* kEnvHoldSignals = "COHORT_HOLD_SIGNALS";
 
 struct LaunchPlan {
   Backend backend = Backend::kMpirun;  // never kAuto once planned
@@ -28,9 +29,10 @@ struct LaunchPlan {
   std::vector<int> ranksPerNode;       // node order; ranks fill node 0 first
   int np = 0;
   int coresPerNode = 1;
-  int coresPerRank = 0;        // > 0: mpirun binds each rank to this many cores
-  bool oversubscribe = false;  // more ranks than cores on some node
-  bool runAsRoot = false;      // add mpirun's --allow-run-as-root
+  int coresPerRank = 0;            // > 0: mpirun binds each rank to this many cores
+  bool oversubscribe = false;      // more ranks than cores on some node
+  bool runAsRoot = false;          // add mpirun's --allow-run-as-root
+  bool consoleIsTerminal = false;  // `cohort run`'s stdout is a terminal (progress bar in place)
 };
 
 // Decides the backend, the rank layout and the binding. Throws UsageError for input that

@@ -6,6 +6,7 @@
 
 #include "rank_exec.h"
 #include "run_command.h"
+#include "startup_signals.h"
 
 #ifdef COHORT_HAVE_CKPT_CLI
 int runCkptCommand(int argc, char** argv);  // launcher/src/ckpt_command.cc
@@ -27,15 +28,18 @@ See docs/launcher.md.
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    fputs(kUsage, stderr);
-    return 2;
-  }
-  const char* command = argv[1];
+  // The stop signals are blocked since the first instruction (startup_signals.h): run and
+  // _rank-exec take them over; every other command gets the usual behaviour back.
+  const char* command = argc < 2 ? "" : argv[1];
   if (strcmp(command, "run") == 0) return cohort::launcher::runRunCommand(argc - 1, argv + 1);
   // Hidden: what `cohort run` starts on every rank.
   if (strcmp(command, "_rank-exec") == 0) {
     return cohort::launcher::runRankExec(argc - 1, argv + 1);
+  }
+  cohort::launcher::restoreStartupMask();
+  if (argc < 2) {
+    fputs(kUsage, stderr);
+    return 2;
   }
   if (strcmp(command, "ckpt") == 0) {
 #ifdef COHORT_HAVE_CKPT_CLI

@@ -1,22 +1,29 @@
 #include "rank_exec.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "launch_plan.h"
+#include "rank_output.h"
+#include "startup_signals.h"
 #include "status_file.h"
 #include "sys_util.h"
 
@@ -34,29 +41,6 @@ std::optional<int> envInt(const EnvMap& env, const char* name) {
   auto n = parseInteger(*v, 0, 1 << 24);
   if (!n) return std::nullopt;
   return static_cast<int>(*n);
-}
-
-// Expands Slurm's "2(x3),1" (SLURM_STEP_TASKS_PER_NODE) to {2, 2, 2, 1}; or a plain "2,2"
-// list (COHORT_NODE_LAYOUT). Empty when it does not parse.
-std::vector<int> expandCounts(const std::string& text) {
-  std::vector<int> counts;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    size_t paren = item.find("(x");
-    auto n = parseInteger(item.substr(0, paren), 1, 1 << 20);
-    long repeat = 1;
-    if (paren != std::string::npos) {
-      auto r = item.back() == ')'
-                   ? parseInteger(item.substr(paren + 2, item.size() - paren - 3), 1, 1 << 20)
-                   : std::nullopt;
-      if (!r) return {};
-      repeat = *r;
-    }
-    if (!n) return {};
-    counts.insert(counts.end(), static_cast<size_t>(repeat), static_cast<int>(*n));
-  }
-  return counts;
 }
 
 // Open MPI 4.1 sets OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK,LOCAL_SIZE} but no node index
@@ -137,17 +121,128 @@ void noopHandler(int) {}
   _exit(128 + status.value);
 }
 
+// Ranks other than 0 get their output relayed as whole "[rank r]" lines (rank_output.h).
+RankOutputMode outputModeFor(const EnvMap& env, int rank) {
+  if (rank == 0) return RankOutputMode::kDirect;
+  auto mode = parseRankOutputMode(lookup(env, kEnvRankOutput).value_or(""));
+  return mode.value_or(RankOutputMode::kDirect);  // not set: started by hand, no relaying
+}
+
+struct Plumbing {
+  int childOut = -1, childErr = -1;  // the program's ends; -1: inherit the wrapper's
+  std::vector<std::unique_ptr<LineRelay>> relays;
+  void closeChildEnds() {
+    for (int* fd : {&childOut, &childErr}) {
+      if (*fd >= 0) close(*fd);
+      *fd = -1;
+    }
+  }
+};
+
+// A pty for stdout when the wrapper's stdout is a terminal (mpirun hands ranks one), so
+// the program's stdio stays line-buffered as it would be without us; else a pipe.
+bool outputChannel(bool usePty, int* ours, int* theirs) {
+  if (usePty) {
+    int master = -1, slave = -1;
+    if (openpty(&master, &slave, nullptr, nullptr, nullptr) == 0) {
+      termios raw{};
+      if (tcgetattr(slave, &raw) == 0) {
+        cfmakeraw(&raw);  // no "\n" -> "\r\n", no echo
+        tcsetattr(slave, TCSANOW, &raw);
+      }
+      fcntl(master, F_SETFD, FD_CLOEXEC);
+      fcntl(slave, F_SETFD, FD_CLOEXEC);
+      *ours = master;
+      *theirs = slave;
+      return true;
+    }
+  }
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return false;
+  *ours = fds[0];
+  *theirs = fds[1];
+  return true;
+}
+
+Plumbing plumbOutput(RankOutputMode mode, int rank) {
+  Plumbing p;
+  if (mode == RankOutputMode::kDirect) return p;
+  const std::string prefix = "[rank " + std::to_string(rank) + "] ";
+  const bool hold = mode == RankOutputMode::kOnError;
+  int ours = -1;
+  if (outputChannel(isatty(STDOUT_FILENO) == 1, &ours, &p.childOut)) {
+    p.relays.push_back(std::make_unique<LineRelay>(ours, STDOUT_FILENO, prefix, hold));
+  }
+  if (outputChannel(false, &ours, &p.childErr)) {
+    p.relays.push_back(std::make_unique<LineRelay>(ours, STDERR_FILENO, prefix, hold));
+  }
+  return p;
+}
+
+// Forwards signals to the program and relays its output until it exits. False when
+// waiting failed (message printed).
+bool superviseProgram(pid_t child, const sigset_t& waited,
+                      std::vector<std::unique_ptr<LineRelay>>& relays, RankStatus* status,
+                      int* waitStatus) {
+  const int sfd = signalfd(-1, &waited, SFD_CLOEXEC | SFD_NONBLOCK);
+  for (;;) {
+    std::vector<pollfd> fds;
+    if (sfd >= 0) fds.push_back({sfd, POLLIN, 0});
+    for (auto& r : relays) {
+      if (r->open()) fds.push_back({r->fd(), POLLIN, 0});
+    }
+    poll(fds.data(), fds.size(), sfd >= 0 ? 1000 : 100);
+    for (auto& r : relays) {
+      for (const pollfd& p : fds) {
+        if (r->open() && p.fd == r->fd() && (p.revents & (POLLIN | POLLHUP | POLLERR))) r->pump();
+      }
+    }
+    timespec now{0, 0};
+    for (int sig; (sig = sigtimedwait(&waited, nullptr, &now)) > 0;) {
+      if (sig == SIGCHLD) continue;
+      // SIGUSR1 is how `cohort run` reaches every rank through mpirun without mpirun's
+      // SIGTERM-then-SIGKILL; it, and a SIGINT, reach the program as the ordinary
+      // preemption signal, SIGTERM: every stop request to a rank is a graceful stop.
+      kill(child, sig == SIGUSR1 || sig == SIGINT ? SIGTERM : sig);
+      if (status->received.empty()) status->received = signalName(sig);
+    }
+    if (sfd >= 0) {  // the signals were taken above; empty the descriptor's queue view
+      signalfd_siginfo info;
+      while (read(sfd, &info, sizeof(info)) > 0) {
+      }
+    }
+    pid_t done = waitpid(child, waitStatus, WNOHANG);
+    if (done == child) break;
+    if (done < 0 && errno != EINTR) {
+      fprintf(stderr, "cohort _rank-exec: waitpid: %s\n", strerror(errno));
+      if (sfd >= 0) close(sfd);
+      return false;
+    }
+  }
+  if (sfd >= 0) close(sfd);
+  return true;
+}
+
 }  // namespace
 
 int runRankExec(int argc, char** argv) {
-  // Block the stop signals first thing: from here on they are only taken by sigtimedwait
-  // below and forwarded, never fatal to the wrapper itself.
-  sigset_t waited, original;
+  // The stop signals have been blocked since the first instruction (startup_signals.h):
+  // they are only taken by sigtimedwait below and forwarded, never fatal to the wrapper.
+  sigset_t waited;
   sigemptyset(&waited);
   for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD}) {
     sigaddset(&waited, sig);
   }
-  sigprocmask(SIG_BLOCK, &waited, &original);
+  settleStartupMask(waited);
+  // The program starts with SIGTERM and SIGUSR1 still blocked: one that comes while it
+  // loads its libraries (seconds for LibTorch) stays pending until its early handlers are
+  // in place and unblock them (installEarlyPreemptionHandlers), instead of killing it.
+  // (`cohort run --no-signal-hold`: for programs that never unblock them.)
+  sigset_t held = startupOriginalMask();
+  if (lookup(environmentSnapshot(), kEnvHoldSignals).value_or("1") != "0") {
+    sigaddset(&held, SIGTERM);
+    sigaddset(&held, SIGUSR1);
+  }
   // An inherited SIG_IGN for SIGCHLD would make the kernel reap the child for us.
   struct sigaction sa {};
   sa.sa_handler = noopHandler;
@@ -188,6 +283,8 @@ int runRankExec(int argc, char** argv) {
   const std::string host = hostName();
   if (!status_dir.empty()) writeRankStarted(status_dir, info.rank, host, getpid());
 
+  const RankOutputMode output_mode = outputModeFor(env, info.rank);
+  Plumbing plumbing = plumbOutput(output_mode, info.rank);
   const pid_t wrapper = getpid();
   const pid_t child = fork();
   if (child < 0) {
@@ -201,7 +298,9 @@ int runRankExec(int argc, char** argv) {
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != wrapper) _exit(137);
-    sigprocmask(SIG_SETMASK, &original, nullptr);
+    if (plumbing.childOut >= 0) dup2(plumbing.childOut, STDOUT_FILENO);
+    if (plumbing.childErr >= 0) dup2(plumbing.childErr, STDERR_FILENO);
+    sigprocmask(SIG_SETMASK, &held, nullptr);
     execvp(argv[first], argv + first);
     int err = errno;
     fprintf(stderr, "cohort _rank-exec: rank %d: cannot run '%s': %s\n", info.rank, argv[first],
@@ -209,28 +308,18 @@ int runRankExec(int argc, char** argv) {
     _exit(err == ENOENT ? 127 : 126);
   }
   setpgid(child, child);  // also here, so it holds before any signal is forwarded
+  plumbing.closeChildEnds();
 
   RankStatus status;
   status.rank = info.rank;
   status.host = host;
   status.pid = child;
   int wait_status = 0;
-  for (;;) {
-    timespec tick{1, 0};
-    int sig = sigtimedwait(&waited, nullptr, &tick);
-    if (sig > 0 && sig != SIGCHLD) {
-      // SIGUSR1 is how `cohort run` reaches every rank through mpirun without mpirun's
-      // SIGTERM-then-SIGKILL; the program gets the ordinary preemption signal, SIGTERM.
-      kill(child, sig == SIGUSR1 ? SIGTERM : sig);
-      if (status.received.empty()) status.received = signalName(sig);
-      continue;
-    }
-    pid_t done = waitpid(child, &wait_status, WNOHANG);
-    if (done == child) break;
-    if (done < 0 && errno != EINTR) {
-      fprintf(stderr, "cohort _rank-exec: waitpid: %s\n", strerror(errno));
-      return 3;
-    }
+  if (!superviseProgram(child, waited, plumbing.relays, &status, &wait_status)) return 3;
+  const bool failed = WIFSIGNALED(wait_status) || WEXITSTATUS(wait_status) != 0;
+  for (auto& relay : plumbing.relays) {
+    relay->finish();
+    if (failed) relay->release();  // on-error: the held lines now (no-op otherwise)
   }
   status.time = wallClockSeconds();
   status.killedBySignal = WIFSIGNALED(wait_status);

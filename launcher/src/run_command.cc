@@ -18,6 +18,7 @@
 #include "job_process.h"
 #include "launch_plan.h"
 #include "run_options.h"
+#include "startup_signals.h"
 #include "status_file.h"
 #include "sys_util.h"
 
@@ -214,7 +215,7 @@ int supervise(LaunchPlan plan, const RunOptions& opts, const EnvMap& env, const 
     clearStatusDir(dir, false);  // records left by an earlier run in a reused --run-dir
     dirs.push_back(dir);
     JobCommand cmd = buildCommand(plan, opts, env, self, dir, attempt);
-    const AttemptOutcome out = runAttempt(cmd, dir, opts.gracePeriodS, signals);
+    const AttemptOutcome out = runAttempt(cmd, dir, plan.np, opts.gracePeriodS, signals);
     const AttemptResult result = judge(out, plan, dir, opts.gracePeriodS);
     code = result.code;
     if (code == 0 || result.stopped || attempt >= opts.maxRestarts) break;
@@ -246,10 +247,10 @@ int supervise(LaunchPlan plan, const RunOptions& opts, const EnvMap& env, const 
 }  // namespace
 
 int runRunCommand(int argc, char** argv) {
-  // Block the stop signals before anything else: a SIGTERM that arrives while we parse
-  // must still become a graceful stop, not kill the launcher.
+  // The stop signals have been blocked since the first instruction (startup_signals.h):
+  // one that arrived meanwhile is still pending and becomes a graceful stop.
   const sigset_t signals = stopSignals();
-  sigprocmask(SIG_BLOCK, &signals, nullptr);
+  settleStartupMask(signals);
   try {
     const RunOptions opts = parseRunOptions(std::vector<std::string>(argv + 1, argv + argc));
     if (opts.help) {
@@ -257,7 +258,8 @@ int runRunCommand(int argc, char** argv) {
       return 0;
     }
     const EnvMap env = environmentSnapshot();
-    const LaunchPlan plan = makePlan(opts, env);
+    LaunchPlan plan = makePlan(opts, env);
+    plan.consoleIsTerminal = isatty(STDOUT_FILENO) == 1;
     const std::string self = selfExecutable();
     if (opts.dryRun) {
       const std::string dir =

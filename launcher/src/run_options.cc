@@ -22,6 +22,11 @@ allocation. Every rank sees RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE and N
   --srun PATH              srun to use (default: srun on PATH)
   --dry-run                print the command and the environment it adds, start nothing
   --grace-period SECONDS   after a stop signal, how long ranks may take to exit (default 60)
+  --rank-output MODE       output of ranks other than 0 (rank 0's is shown as written):
+                           prefix = every line as "[rank r] ..." (default), on-error =
+                           only when that rank fails
+  --no-signal-hold         start programs with SIGTERM/SIGUSR1 unblocked (for programs
+                           that do not unblock them; a stop while they load may kill them)
   --max-restarts K         relaunch the whole job up to K times after a failure (default 0)
   --min-np N               allow restarts to drop one node at a time down to N ranks
                            when a launch fails before every rank started
@@ -112,6 +117,15 @@ RunOptions parseRunOptions(const std::vector<std::string>& args) {
       auto s = parseSeconds(v);
       if (!s) throw UsageError("--grace-period needs seconds >= 0, got '" + v + "'");
       opts.gracePeriodS = *s;
+    } else if (word == "--no-signal-hold") {
+      takesNoValue();
+      opts.holdSignals = false;
+    } else if (word == "--rank-output") {
+      std::string v = valueOf(word, inline_value);
+      if (v != "prefix" && v != "on-error") {
+        throw UsageError("--rank-output must be prefix or on-error, got '" + v + "'");
+      }
+      opts.rankOutput = v;
     } else if (word == "--max-restarts") {
       opts.maxRestarts = parseCount(word, valueOf(word, inline_value), 0);
     } else if (word == "--min-np") {

@@ -22,6 +22,8 @@ struct RunOptions {
   std::string srun = "srun";              // --srun PATH
   bool dryRun = false;                    // --dry-run
   double gracePeriodS = 60;               // --grace-period SECONDS
+  std::string rankOutput = "prefix";      // --rank-output prefix|on-error
+  bool holdSignals = true;                // false: --no-signal-hold
   int maxRestarts = 0;                    // --max-restarts K
   std::optional<int> minNp;               // --min-np N
   std::string runDir;                     // --run-dir DIR (default: a fresh temp dir)

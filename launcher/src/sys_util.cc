@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <utility>
 
 extern char** environ;
@@ -43,6 +44,27 @@ std::optional<long> parseInteger(const std::string& text, long min, long max) {
   }
   if (value < min || value > max) return std::nullopt;
   return value;
+}
+
+std::vector<int> expandCounts(const std::string& text) {
+  std::vector<int> counts;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    size_t paren = item.find("(x");
+    auto n = parseInteger(item.substr(0, paren), 1, 1 << 20);
+    long repeat = 1;
+    if (paren != std::string::npos) {
+      auto r = item.back() == ')'
+                   ? parseInteger(item.substr(paren + 2, item.size() - paren - 3), 1, 1 << 20)
+                   : std::nullopt;
+      if (!r) return {};
+      repeat = *r;
+    }
+    if (!n || counts.size() + static_cast<size_t>(repeat) > (1u << 20)) return {};
+    counts.insert(counts.end(), static_cast<size_t>(repeat), static_cast<int>(*n));
+  }
+  return counts;
 }
 
 std::optional<double> parseSeconds(const std::string& text) {

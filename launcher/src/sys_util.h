@@ -30,6 +30,9 @@ std::optional<std::string> lookup(const EnvMap& env, const std::string& name);
 
 // Whole decimal integer in [min, max]; nullopt for anything else (sign, spaces, overflow).
 std::optional<long> parseInteger(const std::string& text, long min, long max);
+// Expands Slurm's per-node counts "2(x3),1" (SLURM_TASKS_PER_NODE) to {2, 2, 2, 1}; a plain
+// "2,2" list (COHORT_NODE_LAYOUT) too. Empty when it does not parse.
+std::vector<int> expandCounts(const std::string& text);
 // Non-negative decimal seconds such as "60" or "0.5"; nullopt otherwise.
 std::optional<double> parseSeconds(const std::string& text);
 

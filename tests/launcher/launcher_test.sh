@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # End-to-end tests of `cohort run` (issue 8). One function per CTest test.
-# Usage: launcher_test.sh CASE COHORT PROBE
-#   COHORT: the built `cohort` executable; PROBE: tests/launcher/rank_probe.
+# Usage: launcher_test.sh CASE COHORT PROBE [EXTRA]
+#   COHORT: the built `cohort` executable; PROBE: tests/launcher/rank_probe; EXTRA: a further
+#   program the case needs (fatal_line: tests/trainer's config_probe).
 # Each check prints "ok ..." or "FAIL ..."; the test fails when any check failed.
 set -uo pipefail
 case_name=$1
 cohort=$(readlink -f "$2")
 probe=$(readlink -f "$3")
+extra=${4:+$(readlink -f "$4")}  # a further program some cases need
 work=$(mktemp -d "${TMPDIR:-/tmp}/cohort-launcher-test.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 failures=0
@@ -67,7 +69,10 @@ test_dry_run_mpirun() {
   else
     check "no --allow-run-as-root when not root" lacks "$out" "--allow-run-as-root"
   fi
-  check "output tagged with the rank" has "$out" "--tag-output"
+  check "no mpirun output tags (issue 21)" lacks "$out" "--tag-output"
+  check "the wrappers relay ranks > 0 as [rank r] lines" has "$out" "COHORT_RANK_OUTPUT=prefix"
+  check "programs start with the stop signals held" has "$out" "COHORT_HOLD_SIGNALS=1"
+  check "no progress-bar override off a terminal" lacks "$out" "COHORT_PROGRESS_BAR"
   local x
   for x in COHORT_LOG_LEVEL LD_LIBRARY_PATH NCCL_DEBUG OPENBLAS_VERBOSE PATH COHORT_RUN_STATUS_DIR \
     COHORT_RESTART_COUNT COHORT_NODE_LAYOUT; do
@@ -147,7 +152,7 @@ test_dry_run_srun() {
   show "dry run in a 2-node Slurm allocation" <<< "$out"
   check "exit 0" test "$rc" -eq 0
   check "srun line from the allocation" has "$out" \
-    "$work/bin/srun --mpi=pmix --nodes=2 --ntasks=4 --ntasks-per-node=2 --kill-on-bad-exit=1 --label $cohort _rank-exec -- ./train --resume"
+    "$work/bin/srun --mpi=pmix --nodes=2 --ntasks=4 --ntasks-per-node=2 --kill-on-bad-exit=1 --unbuffered $cohort _rank-exec -- ./train --resume"
   check "srun passes the environment itself: no -x" lacks "$out" " -x "
   check "no mpirun flags" lacks "$out" "--allow-run-as-root"
   check "rank variables over two nodes" has "$out" "RANK=0..3 WORLD_SIZE=4 NODE_RANK=0..1"
@@ -156,11 +161,33 @@ test_dry_run_srun() {
   check "threads: 8 cores / 2 ranks" has "$out" "OMP_NUM_THREADS=4 (cores of the node"
 
   run_cohort "$p" "${slurm[@]}" 'SLURM_TASKS_PER_NODE=4(x2)' -- run --dry-run -np 6 -- ./train
-  check "SLURM_TASKS_PER_NODE=4(x2), -np 6" has "$out" "--nodes=2 --ntasks=6 --ntasks-per-node=4 "
+  check "SLURM_TASKS_PER_NODE=4(x2), -np 6" has "$out" "--nodes=2 --ntasks=6 --kill-on-bad-exit=1 "
   run_cohort "$p" "${slurm[@]}" SLURM_NTASKS_PER_NODE=2 -- run --dry-run -np 3 -- ./train
-  check "-np 3 in 2x2" has "$out" "--nodes=2 --ntasks=3 --ntasks-per-node=2 "
+  check "-np 3 in 2x2: 2,1 without a per-node count" has "$out" "--nodes=2 --ntasks=3 --kill-on-bad-exit=1 "
   run_cohort "$p" "${slurm[@]}" SLURM_NTASKS_PER_NODE=2 -- run --dry-run -np 2 -- ./train
   check "-np 2 in 2x2 uses one node" has "$out" "--nodes=1 --ntasks=2 --ntasks-per-node=2 "
+  # Uneven allocations (issue 21): salloc -N2 -n3 gives SLURM_TASKS_PER_NODE=2,1.
+  local uneven=(SLURM_JOB_ID=42 SLURM_NNODES=2 SLURM_TASKS_PER_NODE=2,1 SLURM_NTASKS=3)
+  run_cohort "$p" "${uneven[@]}" -- run --dry-run -- ./train
+  show "dry run in salloc -N2 -n3" <<< "$out"
+  check "2,1: 3 ranks, not 4" has "$out" "--nodes=2 --ntasks=3 --kill-on-bad-exit=1 "
+  check "2,1: layout" has "$out" "COHORT_NODE_LAYOUT=2,1"
+  check "2,1: LOCAL_WORLD_SIZE by node" has "$out" "LOCAL_WORLD_SIZE=2,1 (by node)"
+  run_cohort "$p" "${uneven[@]}" -- run --dry-run -np 3 -- ./train
+  check "2,1: explicit -np 3 works" test "$rc" -eq 0
+  check "2,1: -np 3 planned as 2,1" has "$out" "--nodes=2 --ntasks=3 --kill-on-bad-exit=1 "
+  run_cohort "$p" "${uneven[@]}" -- run --dry-run -np 2 -- ./train
+  check "2,1: -np 2 on the first node" has "$out" "--nodes=1 --ntasks=2 --ntasks-per-node=2 "
+  run_cohort "$p" SLURM_JOB_ID=42 SLURM_NNODES=3 'SLURM_TASKS_PER_NODE=2(x2),1' SLURM_NTASKS=5 -- \
+    run --dry-run -- ./train
+  check "2(x2),1: 5 ranks, not 6" has "$out" "--nodes=3 --ntasks=5 --kill-on-bad-exit=1 "
+  check "2(x2),1: layout" has "$out" "COHORT_NODE_LAYOUT=2,2,1"
+  run_cohort "$p" SLURM_JOB_ID=42 SLURM_NNODES=2 SLURM_TASKS_PER_NODE='2(x2)' SLURM_NTASKS=3 -- \
+    run --dry-run -- ./train
+  check "-n3 on 2x2 CPUs: SLURM_NTASKS caps the total" has "$out" "--nodes=2 --ntasks=3 "
+  run_cohort "$p" "${uneven[@]}" -- run --dry-run --launcher mpirun --cores-per-node 4 -- ./train
+  check "mpirun in 2,1 fills the allocation's slots in order" has "$out" \
+    "-np 3 --map-by slot:PE=2 --bind-to core"
   run_cohort PATH=$base_path "${slurm[@]}" -- run --dry-run --srun "$work/bin/srun" \
     --nproc-per-node 3 -- ./train
   check "--srun PATH and --nproc-per-node 3" has "$out" "--nodes=2 --ntasks=6 --ntasks-per-node=3 "
@@ -221,8 +248,15 @@ test_bad_input() {
     "$p" -- run -x NOT_SET_ANYWHERE -- ./x
   expect_usage_error "Slurm without SLURM_NNODES" "SLURM_NNODES is not set" "$p" SLURM_JOB_ID=1 -- \
     run -- ./x
-  expect_usage_error "-np beyond the allocation" "-np 9 exceeds the Slurm allocation: 2 nodes x 4" \
+  expect_usage_error "-np beyond the allocation" \
+    "-np 9 exceeds the Slurm allocation: 8 tasks on 2 nodes (4,4)" \
     "$p" SLURM_JOB_ID=1 SLURM_NNODES=2 SLURM_NTASKS_PER_NODE=4 -- run --srun /bin/true -np 9 -- ./x
+  expect_usage_error "-np beyond an uneven allocation" \
+    "-np 4 exceeds the Slurm allocation: 3 tasks on 2 nodes (2,1)" "$p" SLURM_JOB_ID=1 \
+    SLURM_NNODES=2 SLURM_TASKS_PER_NODE=2,1 SLURM_NTASKS=3 -- run --srun /bin/true -np 4 -- ./x
+  expect_usage_error "SLURM_TASKS_PER_NODE for other nodes" \
+    "SLURM_TASKS_PER_NODE='2,1' does not describe the 3 nodes" "$p" SLURM_JOB_ID=1 \
+    SLURM_NNODES=3 SLURM_TASKS_PER_NODE=2,1 -- run --srun /bin/true -- ./x
   expect_usage_error "unknown command" "cohort: unknown command 'launch'" "$p" -- launch
   expect_usage_error "_rank-exec outside mpirun/srun" "not started by mpirun or srun" "$p" -- \
     _rank-exec -- ./x
@@ -249,6 +283,14 @@ test_rank_exec_slurm_env() {
   run_cohort "$p" "${ompi[@]}" -- _rank-exec -- "$probe" env
   check "Open MPI rank 5 of 4,4 is on node 1" has "$out" \
     "RANK=5 WORLD_SIZE=8 LOCAL_RANK=1 LOCAL_WORLD_SIZE=4 NODE_RANK=1"
+
+  run_cohort "$p" OMPI_COMM_WORLD_RANK=2 OMPI_COMM_WORLD_SIZE=3 OMPI_COMM_WORLD_LOCAL_RANK=0 \
+    OMPI_COMM_WORLD_LOCAL_SIZE=1 COHORT_NODE_LAYOUT=2,1 -- _rank-exec -- "$probe" env
+  check "Open MPI rank 2 of 2,1 is alone on node 1" has "$out" \
+    "RANK=2 WORLD_SIZE=3 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 NODE_RANK=1"
+  run_cohort "$p" SLURM_PROCID=2 SLURM_NTASKS=3 SLURM_LOCALID=0 SLURM_NODEID=1 \
+    SLURM_STEP_TASKS_PER_NODE=2,1 -- _rank-exec -- "$probe" env
+  check "srun task 2 of 2,1" has "$out" "RANK=2 WORLD_SIZE=3 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 NODE_RANK=1"
 
   run_cohort "$p" "${ompi[@]}" -- _rank-exec -- sh -c 'exit 7'
   check "exit code passed through" test "$rc" -eq 7
@@ -286,7 +328,9 @@ test_rank_env() {
   check "exit 0" test "$rc" -eq 0
   threads=$(predicted_threads -np 4)
   for r in 0 1 2 3; do
-    check "rank $r variables" grep -qE "^\[[0-9]+,$r\]<stdout>:RANK=$r WORLD_SIZE=4 LOCAL_RANK=$r LOCAL_WORLD_SIZE=4 NODE_RANK=0 OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads COHORT_RESTART_COUNT=0\$" <<< "$out"
+    local tag="\[rank $r\] "
+    [[ $r == 0 ]] && tag=""
+    check "rank $r variables" grep -qE "^${tag}RANK=$r WORLD_SIZE=4 LOCAL_RANK=$r LOCAL_WORLD_SIZE=4 NODE_RANK=0 OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads COHORT_RESTART_COUNT=0\$" <<< "$out"
     check "rank $r status record" grep -q "outcome=exit value=0 " "$work/run/attempt-0/rank-$r.status"
   done
   run_cohort "$p" -- run -np 1 -- "$probe" env
@@ -428,6 +472,75 @@ EOF
   rc=$?
   check "without --min-np the size stays and it fails" test "$rc" -eq 1
   check "restarted at full size" grep -q "restart 1 of 1) as 4 ranks$" "$work/out"
+}
+
+# A rank's fatal error line (issue 21): written with one write(), so mpirun tags it once and
+# it arrives whole, UTF-8 intact and control characters escaped (it came byte by byte, one
+# "[1,0]<stderr>:" tag per byte). EXTRA: tests/trainer's config_probe.
+test_fatal_line() {
+  [[ -n $real_mpirun ]] || { echo "FAIL no mpirun"; failures=$((failures + 1)); return; }
+  local bad=$work/conf-é$'\x1b'[31m-ü.txtpb root=() line
+  [[ $(id -u) == 0 ]] && root=(--allow-run-as-root)
+  timeout 120 "$real_mpirun" -np 2 --oversubscribe "${root[@]}" --tag-output \
+    "$extra" --config "$bad" > "$work/stdout" 2> "$work/stderr"
+  rc=$?
+  show "config error under mpirun --tag-output" < "$work/stderr"
+  check "exit 2" test "$rc" -eq 2
+  check "rank 0's stderr tagged once: one write()" \
+    test "$(grep -o '\[[0-9]*,0\]<stderr>:' "$work/stderr" | wc -l)" -eq 1
+  line=$(grep '^\[[0-9]*,0\]<stderr>:' "$work/stderr")
+  check "the whole error on it" has "$line" "<stderr>:config error: "
+  check "UTF-8 kept whole" has "$line" "conf-é"
+  check "ESC escaped" has "$line" 'conf-é\x1b[31m-ü.txtpb'
+  check "no raw control byte" lacks "$line" $'\x1b'
+
+  # A message longer than PIPE_BUF: still one write(), cut with " [...]".
+  local long
+  long=$work/$(printf 'x%.0s' {1..5000})
+  timeout 120 "$real_mpirun" -np 1 --oversubscribe "${root[@]}" --tag-output \
+    "$extra" --config "$long" > "$work/stdout" 2> "$work/stderr"
+  check "long message: tagged once" \
+    test "$(grep -o '\[[0-9]*,0\]<stderr>:' "$work/stderr" | wc -l)" -eq 1
+  line=$(grep '^\[[0-9]*,0\]<stderr>:' "$work/stderr")
+  check "long message: cut at 4096 bytes with ' [...]'" \
+    test "${#line}" -le $((4096 + 20)) -a "${line: -6}" = " [...]"
+}
+
+# Console output (issue 21): rank 0's bytes as written ('\r' redraws, a UTF-8 character
+# written in two pieces), other ranks' lines whole and prefixed "[rank r] " although their
+# programs write them byte by byte; no mpirun tags. --rank-output on-error shows them only
+# for a rank that fails.
+test_console_output() {
+  local p=PATH=$base_path
+  run_cohort "$p" -- run -np 3 -- "$probe" chatty -1
+  show "3 chatty ranks: stdout" <<< "$out"
+  show "stderr" <<< "$err"
+  check "exit 0" test "$rc" -eq 0
+  check "no mpirun tags" lacks "$out$err" "]<std"
+  check "rank 0 as written, redraws included" \
+    grep -qF $'progress 1/3\rprogress 2/3\rprogress 3/3' "$work/stdout"
+  check "rank 0's UTF-8 whole" grep -qx "rank 0 says été" "$work/stdout"
+  local r
+  for r in 1 2; do
+    check "rank $r: one whole prefixed line" grep -qx "\[rank $r\] hello from rank $r été" "$work/stdout"
+    check "rank $r: stderr line whole on stderr" grep -qx "\[rank $r\] warning from rank $r" "$work/stderr"
+    check "rank $r: last line without newline still whole" \
+      grep -qx "\[rank $r\] no newline at the end of rank $r" "$work/stdout"
+  done
+  check "every rank-1/2 line is whole" test "$(grep -c '^\[rank [12]\] ' "$work/stdout")" -eq 4
+
+  run_cohort "$p" -- run -np 3 --rank-output on-error -- "$probe" chatty -1
+  check "on-error, all succeed: exit 0" test "$rc" -eq 0
+  check "on-error, all succeed: rank 0 shown" grep -qx "rank 0 says été" "$work/stdout"
+  check "on-error, all succeed: ranks 1, 2 not shown" lacks "$out$err" "[rank "
+  run_cohort "$p" -- run -np 3 --rank-output on-error --max-restarts 0 -- "$probe" chatty 2
+  show "on-error, rank 2 fails: stdout" <<< "$out"
+  check "on-error, rank 2 fails: exit 1" test "$rc" -eq 1
+  check "on-error: the failed rank's lines shown" grep -qx "\[rank 2\] hello from rank 2 été" "$work/stdout"
+  check "on-error: its stderr too" grep -qx "\[rank 2\] warning from rank 2" "$work/stderr"
+  check "on-error: rank 1 (exit 0) not shown" lacks "$out$err" "[rank 1]"
+  expect_usage_error "bad --rank-output" "--rank-output must be prefix or on-error, got 'all'" \
+    "$p" -- run --rank-output all -- ./x
 }
 
 "test_$case_name"

@@ -7,6 +7,9 @@
 //   rank_probe fail RANK CODE DIR       rank RANK exits CODE after 1 s; others wait 60 s
 //   rank_probe restart DIR RANK         first run (no DIR/marker): rank RANK SIGKILLs
 //                                       itself; once the marker exists every rank exits 0
+//   rank_probe chatty FAILING_RANK      writes lines in pieces (byte by byte, a UTF-8
+//                                       character split, '\r' redraws on rank 0); rank
+//                                       FAILING_RANK then exits 1 (-1: none)
 // Every mode writes DIR/ready-R once it runs (when it has a DIR).
 
 #include <fcntl.h>
@@ -69,6 +72,12 @@ int preempt(const std::string& dir, double save_s) {
   struct sigaction sa {};
   sa.sa_handler = onSignal;
   for (int sig : {SIGTERM, SIGUSR1, SIGINT}) sigaction(sig, &sa, nullptr);
+  // As every program under `cohort run` must: the wrapper starts it with SIGTERM/SIGUSR1
+  // blocked (pending until the handlers exist); unblock them now that they do.
+  sigset_t stop;
+  sigemptyset(&stop);
+  for (int sig : {SIGTERM, SIGUSR1, SIGINT}) sigaddset(&stop, sig);
+  sigprocmask(SIG_UNBLOCK, &stop, nullptr);
   writeFile(marker(dir, "ready"), "");
   for (int i = 0; i < 1200 && g_signal == 0; ++i) sleepSeconds(0.05);
   if (g_signal == 0) {
@@ -112,6 +121,32 @@ int restart(const std::string& dir, int failing_rank) {
   return 0;
 }
 
+// One write() per piece, so the pieces reach the wrapper (or mpirun) separately.
+void writePieces(int fd, const std::string& text, size_t piece) {
+  for (size_t i = 0; i < text.size(); i += piece) {
+    const std::string part = text.substr(i, piece);
+    if (write(fd, part.data(), part.size()) < 0) exit(4);
+    sleepSeconds(0.002);
+  }
+}
+
+int chatty(int failing_rank) {
+  const int r = rank();
+  if (r == 0) {
+    for (int i = 1; i <= 3; ++i) {
+      writePieces(1, "progress " + std::to_string(i) + "/3" + (i < 3 ? "\r" : "\n"), 4);
+    }
+    writePieces(1, "rank 0 says \xc3\xa9t\xc3\xa9\n", 13);  // "été", the first é split
+  } else {
+    writePieces(1, "hello from rank " + std::to_string(r) + " \xc3\xa9t\xc3\xa9\n", 1);
+    writePieces(2, "warning from rank " + std::to_string(r) + "\n", 3);
+    writePieces(1, "no newline at the end of rank " + std::to_string(r), 5);
+  }
+  if (r != failing_rank) return 0;
+  sleepSeconds(1);  // the others end first: mpirun would stop them when this one fails
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -120,6 +155,7 @@ int main(int argc, char** argv) {
   if (mode == "preempt" && argc == 4) return preempt(argv[2], atof(argv[3]));
   if (mode == "fail" && argc == 5) return fail(atoi(argv[2]), atoi(argv[3]), argv[4]);
   if (mode == "restart" && argc == 4) return restart(argv[2], atoi(argv[3]));
+  if (mode == "chatty" && argc == 3) return chatty(atoi(argv[2]));
   fprintf(stderr, "usage: rank_probe env|preempt DIR SAVE_S|fail RANK CODE DIR|restart DIR RANK\n");
   return 2;
 }

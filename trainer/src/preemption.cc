@@ -1,11 +1,13 @@
 #include "cohort/trainer/preemption.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <time.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <iterator>
 #include <map>
 
 #include "cohort/dist/error.h"
@@ -44,6 +46,18 @@ void record(int sig) {
 }
 
 extern "C" void onSignal(int sig) { record(sig); }
+
+// `cohort run`'s wrapper starts the program with SIGTERM/SIGUSR1 blocked, so that one sent
+// while the program still loads stays pending; with the handlers in place they are
+// unblocked and a pending one is recorded now. (Blocked signals are per thread: threads
+// created before this keep them blocked, and the kernel delivers to this one.)
+// No allocation: this may run before any library is initialised.
+void unblock(const int* first, const int* last) {
+  sigset_t set;
+  sigemptyset(&set);
+  for (const int* s = first; s != last; ++s) sigaddset(&set, *s);
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+}
 
 const std::map<std::string, int>& signalTable() {
   static const std::map<std::string, int> t{
@@ -100,6 +114,7 @@ PreemptionWatcher::PreemptionWatcher(const std::vector<int>& signals, double kil
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;  // blocking calls in other threads resume instead of failing
   for (int s : signals_) sigaction(s, &sa, &gPrevious[s]);
+  unblock(signals_.data(), signals_.data() + signals_.size());
 }
 
 PreemptionWatcher::~PreemptionWatcher() {
@@ -135,6 +150,7 @@ void installEarlyPreemptionHandlers() {
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
   for (int s : kEarlySignals) sigaction(s, &sa, &gEarlyPrevious[s]);
+  unblock(std::begin(kEarlySignals), std::end(kEarlySignals));
 }
 
 void releaseEarlyPreemptionHandlers() {

@@ -671,9 +671,13 @@ TrainOutput Trainer::train() {
           state_.globalStep);
     }
     // The last COMPLETED step: saved now unless a (periodic or async) save of it exists.
+    // Stopped before the first step ever (not a resumed run): nothing to save.
     finishPendingSave();
-    jitCheckpoint = ckpt::checkpointDir(args_.output_dir(), state_.globalStep);
-    if (state_.lastCheckpoint != jitCheckpoint) saveCheckpoint(/*preempted=*/true);
+    const bool beforeFirstStep = state_.globalStep == 0 && state_.lastCheckpoint.empty();
+    if (!beforeFirstStep) {
+      jitCheckpoint = ckpt::checkpointDir(args_.output_dir(), state_.globalStep);
+      if (state_.lastCheckpoint != jitCheckpoint) saveCheckpoint(/*preempted=*/true);
+    }
     const double durable =
         std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count() -
         first;
@@ -683,7 +687,9 @@ TrainOutput Trainer::train() {
       const std::string marker = args_.output_dir() + "/PREEMPTED";
       {
         std::ofstream m(marker + ".tmp");
-        m << std::filesystem::path(jitCheckpoint).filename().string() << "\n";
+        m << (beforeFirstStep ? std::string("none: stopped before the first step")
+                              : std::filesystem::path(jitCheckpoint).filename().string())
+          << "\n";
       }
       ckpt::fsyncPath(marker + ".tmp");
       std::filesystem::rename(marker + ".tmp", marker);
@@ -691,13 +697,15 @@ TrainOutput Trainer::train() {
       const std::time_t t = static_cast<std::time_t>(first);
       char at[32];
       std::strftime(at, sizeof at, "%H:%M:%S", std::localtime(&t));
-      COHORT_LOG_INFO(
-          "preemption: {} received on rank {} at {}.{:03d} during {}; stop agreed at "
-          "step {}; checkpoint {} durable {:.2f} s after the signal",
-          signalName(static_cast<int>(what[0].item<std::int64_t>())), firstRank, at,
-          static_cast<int>((first - std::floor(first)) * 1000),
-          phaseName(static_cast<TrainingPhase>(what[1].item<std::int64_t>())), state_.globalStep,
-          jitCheckpoint, durable);
+      std::string outcome = "stopped before the first step: no checkpoint written";
+      if (!beforeFirstStep) {
+        outcome = fmt::format("stop agreed at step {}; checkpoint {} durable {:.2f} s after the signal",
+                              state_.globalStep, jitCheckpoint, durable);
+      }
+      COHORT_LOG_INFO("preemption: {} received on rank {} at {}.{:03d} during {}; {}",
+                      signalName(static_cast<int>(what[0].item<std::int64_t>())), firstRank, at,
+                      static_cast<int>((first - std::floor(first)) * 1000),
+                      phaseName(static_cast<TrainingPhase>(what[1].item<std::int64_t>())), outcome);
     }
   }
   finishPendingSave();

@@ -27,6 +27,7 @@
 #include "cohort/dist/log.h"
 #include "cohort/trainer/preemption.h"
 #include "cohort/trainer/reporting.h"
+#include "fatal_line.h"
 
 namespace cohort::trainer {
 namespace {
@@ -915,13 +916,12 @@ int reportFatalError(const std::exception& e, int rank, std::FILE* out) noexcept
     orderConfigErrorExit(rank);
     return code;
   }
-  // One line, whatever the message holds; no allocation, so nothing here can throw.
-  std::string_view msg = e.what();
-  std::fputs(code == kConfigErrorExitCode ? "config error: " : "error (rank ", out);
-  if (code != kConfigErrorExitCode) std::fprintf(out, "%d): ", rank);
-  for (char c : msg) std::fputc(c == '\n' || c == '\r' ? ' ' : c, out);
-  std::fputc('\n', out);
-  std::fflush(out);
+  // One line with one write(), whatever the message holds; no allocation, nothing throws.
+  char prefix[48] = "config error: ";
+  if (code != kConfigErrorExitCode) {
+    std::snprintf(prefix, sizeof(prefix), "error (rank %d): ", rank);
+  }
+  writeFatalLine(out, prefix, e.what());
   if (code == kConfigErrorExitCode) orderConfigErrorExit(rank);
   return code;
 }

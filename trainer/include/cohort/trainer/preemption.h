@@ -43,7 +43,10 @@ class PreemptionWatcher {
 
 // A preemption can come while the program is still starting (loading LibTorch, MPI_Init):
 // call installEarlyPreemptionHandlers() first thing in main() so that SIGTERM/SIGUSR1 are
-// recorded, not fatal. A Trainer with enable_jit_checkpoint then takes them over and acts on
+// recorded, not fatal. It also unblocks them: `cohort run` starts programs with them
+// blocked, so that one sent before the handlers exist stays pending (a PreemptionWatcher
+// unblocks its signals too). examples/example_main.cc installs them from .preinit_array,
+// before any library initialiser runs. A Trainer with enable_jit_checkpoint then takes them over and acts on
 // a signal that already arrived; without JIT, releaseEarlyPreemptionHandlers() restores the
 // default actions and re-raises a signal that arrived meanwhile (the program dies of it as
 // it would have). examples/example_main.cc shows the pattern.
