@@ -2,6 +2,7 @@
 // NEFTune, logging cadence and values.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -326,6 +327,32 @@ TEST(TrainerEvaluation, OnStartAndEveryEvalSteps) {
   }
   EXPECT_NEAR(lastEvalLoss, want, 1e-12 * std::max(1.0, want));
   EXPECT_TRUE(allRanks(evalSteps.size() == 3 && std::abs(lastEvalLoss - want) <= 1e-12 * std::max(1.0, want)));
+}
+
+// Issue 21.10: the examples' corpus holds each file once, however many names link to it
+// (/usr/share/common-licenses has GPL -> GPL-3, LGPL -> LGPL-3, GFDL -> GFDL-1.3).
+TEST(UnitExamples, CorpusReadsEachFileOnce) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("cohort_corpus_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir / "sub");
+  std::ofstream(dir / "B-1") << "bbbb\n";
+  std::ofstream(dir / "C-2") << "cc\n";
+  std::ofstream(dir / "sub" / "ignored") << "a directory is not read\n";
+  std::filesystem::create_symlink("C-2", dir / "A");        // sorts first by name
+  std::filesystem::create_symlink(dir / "B-1", dir / "Z");  // absolute target
+  std::filesystem::create_symlink("missing", dir / "dangling");
+  EXPECT_EQ(examples::readCorpus(dir.string()), "bbbb\ncc\n");
+  std::filesystem::remove_all(dir);
+
+  // The system corpus: the sum of its distinct files.
+  std::set<std::filesystem::path> real;
+  std::uintmax_t bytes = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/usr/share/common-licenses")) {
+    if (e.is_regular_file() && real.insert(std::filesystem::canonical(e.path())).second)
+      bytes += std::filesystem::file_size(e.path());
+  }
+  EXPECT_EQ(examples::readCorpus().size(), bytes);
 }
 
 }  // namespace
