@@ -2,13 +2,16 @@
 
 #include <ATen/Parallel.h>
 
+#include <cstdio>
 #include <exception>
+#include <filesystem>
 
 #include "cohort/trainer/preemption.h"
 
 namespace cohort::examples {
 
-int runExample(int argc, char** argv, const std::function<void(ExampleContext&)>& body) {
+int runExample(const trainer::ProgramInfo& program, int argc, char** argv,
+               const std::function<void(ExampleContext&)>& body) {
   int rank = 0;
   std::unique_ptr<dist::Runtime> runtime;  // declared first: destroyed last
   std::unique_ptr<dist::Communicator> comm;
@@ -19,7 +22,13 @@ int runExample(int argc, char** argv, const std::function<void(ExampleContext&)>
     at::set_num_threads(1);
     runtime = dist::init(&argc, &argv);
     rank = runtime->rank();
-    trainer::CommandLine cl = trainer::parseTrainingArgs(argc, argv);
+    trainer::ProgramInfo info = program;
+    if (info.name.empty() && argc > 0) info.name = std::filesystem::path(argv[0]).filename();
+    trainer::CommandLine cl = trainer::parseTrainingArgs(argc, argv, info);
+    if (cl.helpRequested) {
+      if (rank == 0) std::fputs(trainer::helpText(info).c_str(), stdout);
+      return 0;
+    }
     trainer::logWarnings(cl.warnings, rank);
     trainer::ValidationContext ctx;
     ctx.hasTrainDataset = true;

@@ -24,6 +24,10 @@ struct ExampleContext {
 };
 
 // Returns the program's exit code. The example datasets always have a held-out split.
-int runExample(int argc, char** argv, const std::function<void(ExampleContext&)>& body);
+// `program` describes the program for --help (which prints on rank 0 and returns 0 before
+// the body runs, so nothing is created) and says whether it takes positional arguments;
+// an empty name is taken from argv[0].
+int runExample(const trainer::ProgramInfo& program, int argc, char** argv,
+               const std::function<void(ExampleContext&)>& body);
 
 }  // namespace cohort::examples

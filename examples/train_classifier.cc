@@ -34,10 +34,17 @@ std::map<std::string, double> accuracy(const trainer::EvalPrediction& p) {
   return {{"accuracy", hits.to(at::kDouble).mean().item<double>()}};
 }
 
+const trainer::ProgramInfo kProgram{
+    "train_classifier",
+    "Trains a byte classifier data-parallel to tell which of 8 licence texts in\n"
+    "/usr/share/common-licenses a 64-byte window comes from, scored by held-out accuracy, e.g.\n"
+    "  mpirun -np 2 train_classifier --config examples/train_classifier.txtpb",
+    ""};
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  return examples::runExample(argc, argv, [](examples::ExampleContext& ex) {
+  return examples::runExample(kProgram, argc, argv, [](examples::ExampleContext& ex) {
     trainer::TrainingArguments& args = ex.args;
 
     // Read the data before the communicator exists: a missing file is the same ConfigError

@@ -16,8 +16,19 @@
 
 using namespace cohort;
 
+namespace {
+
+const trainer::ProgramInfo kProgram{
+    "train_lm",
+    "Trains a tiny byte-level causal transformer LM data-parallel on the texts of\n"
+    "/usr/share/common-licenses (a held-out tenth is scored by perplexity), e.g.\n"
+    "  mpirun -np 2 train_lm --config examples/train_lm.txtpb --max_steps=100",
+    ""};
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  return examples::runExample(argc, argv, [](examples::ExampleContext& ex) {
+  return examples::runExample(kProgram, argc, argv, [](examples::ExampleContext& ex) {
     trainer::TrainingArguments& args = ex.args;
 
     ex.comm = dist::makeCommunicator(ex.runtime, dist::chooseDevice(ex.runtime));

@@ -24,3 +24,12 @@ if(TARGET train_classifier)
   set_tests_properties(examples.train_classifier PROPERTIES LABELS mpi TIMEOUT 600 PROCESSORS 2
     ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
 endif()
+# The programs' command line (issues 21.6, 21.7): --help, stray arguments, bad config paths.
+if(TARGET train_lm AND TARGET train_classifier AND TARGET smoke_job)
+  add_test(NAME examples.program_cli
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/program_cli_test.sh $<TARGET_FILE:train_lm>
+            $<TARGET_FILE:train_classifier> $<TARGET_FILE:smoke_job> ${MPIEXEC_EXECUTABLE}
+            ${COHORT_MPIEXEC_FLAGS})
+  set_tests_properties(examples.program_cli PROPERTIES LABELS mpi TIMEOUT 900 PROCESSORS 2
+    ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
+endif()
