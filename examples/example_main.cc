@@ -47,4 +47,8 @@ int runExample(const trainer::ProgramInfo& program, int argc, char** argv,
   }
 }
 
+void EvaluateAtTrainBegin::onTrainBegin(const trainer::TrainerState&, trainer::TrainerControl&) {
+  if (trainer_ != nullptr) metrics_ = trainer_->evaluate();
+}
+
 }  // namespace cohort::examples

@@ -81,13 +81,18 @@ int main(int argc, char** argv) {
     COHORT_LOG_INFO("{} classes, {} train / {} held-out windows of {} bytes", cfg.numClasses,
                     train->size(), heldOut->size(), cfg.window);
 
+    // "Before" is measured inside train(), after a resume has loaded the checkpoint.
+    auto start = std::make_shared<examples::EvaluateAtTrainBegin>();
+    parts.callbacks.push_back(start);
     trainer::Trainer t(args, *ex.comm, parts);
+    start->attach(t);
     // An evaluation interrupted by a preemption returns no metrics; train() then writes the
-    // JIT checkpoint at once and the program ends (exit 0) for the job to be requeued.
-    const auto start = t.evaluate();
-    const double before = start.count("eval_accuracy") ? start.at("eval_accuracy") : NAN;
+    // JIT checkpoint at its first step boundary and the program ends (exit 0) for the job to
+    // be requeued.
     const trainer::TrainOutput out = t.train();
     if (out.preempted) return;
+    const auto& first = start->metrics();
+    const double before = first.count("eval_accuracy") ? first.at("eval_accuracy") : NAN;
     const double after = t.evaluate().at("eval_accuracy");
     if (ex.rank == 0) {
       std::printf(

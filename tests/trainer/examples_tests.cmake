@@ -33,3 +33,12 @@ if(TARGET train_lm AND TARGET train_classifier AND TARGET smoke_job)
   set_tests_properties(examples.program_cli PROPERTIES LABELS mpi TIMEOUT 900 PROCESSORS 2
     ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
 endif()
+# A resumed train_lm's "before" perplexity is the checkpoint's (issue 21.9).
+if(TARGET train_lm)
+  add_test(NAME examples.resume_before
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/resume_before_test.sh $<TARGET_FILE:train_lm>
+            ${PROJECT_SOURCE_DIR}/examples/train_lm.txtpb ${MPIEXEC_EXECUTABLE}
+            ${COHORT_MPIEXEC_FLAGS})
+  set_tests_properties(examples.resume_before PROPERTIES LABELS mpi TIMEOUT 900 PROCESSORS 2
+    ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
+endif()
