@@ -28,9 +28,11 @@ LR, WEIGHT_DECAY, MAX_GRAD_NORM = 3e-3, 0.01, 1.0
 
 
 def read_corpus(directory):
-    # Regular files (symlinks followed, as std::filesystem::is_regular_file), sorted by name.
-    names = sorted(n for n in os.listdir(directory) if os.path.isfile(os.path.join(directory, n)))
-    return b"".join(open(os.path.join(directory, n), "rb").read() for n in names)
+    # Regular files (symlinks followed, as std::filesystem::is_regular_file), each once: by
+    # resolved path, in the order of those paths (examples::readCorpus).
+    paths = sorted({os.path.realpath(os.path.join(directory, n)) for n in os.listdir(directory)
+                    if os.path.isfile(os.path.join(directory, n))})
+    return b"".join(open(p, "rb").read() for p in paths)
 
 
 def chunk(text, max_len):

@@ -2,7 +2,9 @@
 
 #include <ATen/Parallel.h>
 
+#include <cstdio>
 #include <exception>
+#include <filesystem>
 
 #include "cohort/trainer/preemption.h"
 
@@ -20,7 +22,8 @@ __attribute__((section(".preinit_array"),
 
 }  // namespace
 
-int runExample(int argc, char** argv, const std::function<void(ExampleContext&)>& body) {
+int runExample(const trainer::ProgramInfo& program, int argc, char** argv,
+               const std::function<void(ExampleContext&)>& body) {
   int rank = 0;
   std::unique_ptr<dist::Runtime> runtime;  // declared first: destroyed last
   std::unique_ptr<dist::Communicator> comm;
@@ -32,7 +35,13 @@ int runExample(int argc, char** argv, const std::function<void(ExampleContext&)>
     at::set_num_threads(1);
     runtime = dist::init(&argc, &argv);
     rank = runtime->rank();
-    trainer::CommandLine cl = trainer::parseTrainingArgs(argc, argv);
+    trainer::ProgramInfo info = program;
+    if (info.name.empty() && argc > 0) info.name = std::filesystem::path(argv[0]).filename();
+    trainer::CommandLine cl = trainer::parseTrainingArgs(argc, argv, info);
+    if (cl.helpRequested) {
+      if (rank == 0) std::fputs(trainer::helpText(info).c_str(), stdout);
+      return 0;
+    }
     trainer::logWarnings(cl.warnings, rank);
     trainer::ValidationContext ctx;
     ctx.hasTrainDataset = true;
@@ -49,6 +58,10 @@ int runExample(int argc, char** argv, const std::function<void(ExampleContext&)>
     comm.reset();
     return code;
   }
+}
+
+void EvaluateAtTrainBegin::onTrainBegin(const trainer::TrainerState&, trainer::TrainerControl&) {
+  if (trainer_ != nullptr) metrics_ = trainer_->evaluate();
 }
 
 }  // namespace cohort::examples

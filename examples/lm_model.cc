@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "cohort/dist/error.h"
@@ -61,13 +62,17 @@ at::Tensor ByteLmImpl::forward(const at::Tensor& input) {
 }
 
 std::string readCorpus(const std::string& dir) {
-  std::vector<std::filesystem::path> files;
+  // By resolved path: /usr/share/common-licenses links GPL -> GPL-3 (and LGPL, GFDL), and a
+  // text read twice would sit in both the train and the held-out split.
+  std::set<std::filesystem::path> files;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-    if (e.is_regular_file()) files.push_back(e.path());
+    if (!e.is_regular_file()) continue;
+    std::error_code resolveError;
+    const auto real = std::filesystem::canonical(e.path(), resolveError);
+    if (!resolveError) files.insert(real);
   }
   if (ec || files.empty()) throw ConfigError("no text corpus found in " + dir);
-  std::sort(files.begin(), files.end());
   std::string text;
   for (const auto& f : files) {
     std::ifstream in(f, std::ios::binary);

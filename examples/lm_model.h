@@ -63,7 +63,9 @@ class ByteLmImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ByteLm);
 
-// The concatenated text of every regular file in `dir` (sorted by name).
+// The concatenated text of every regular file in `dir`, each read once: symlinks are
+// resolved and the files concatenated in the order of their resolved paths (for files that
+// live in `dir`, their names).
 std::string readCorpus(const std::string& dir = "/usr/share/common-licenses");
 
 // Byte sequences of the corpus: chunks that end at a line break, 16..maxLen bytes long, so

@@ -4,11 +4,25 @@
 #include <ATen/Parallel.h>
 
 #include <cstdio>
+#include <string>
 
 #include "cohort/dist/device.h"
 #include "cohort/dist/error.h"
 #include "cohort/dist/log.h"
 #include "cohort/dist/runtime.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: smoke_job\n\n"
+    "Starts the runtime on every rank (run it under mpirun or `cohort run`), prints the\n"
+    "topology and checks all_reduce, all_gather_v and broadcast against values each rank\n"
+    "computes alone. Exit 0 only if every rank agrees. It takes no arguments.\n\n"
+    "options:\n"
+    "  -h, --help\n"
+    "        Print this help and exit.\n";
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::unique_ptr<cohort::dist::Runtime> rt;
@@ -16,6 +30,17 @@ int main(int argc, char** argv) {
   try {
     at::set_num_threads(1);
     rt = cohort::dist::init(&argc, &argv);
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (a == "--help" || a == "-h") {
+        if (rt->rank() == 0) std::fputs(kUsage, stdout);
+        return 0;
+      }
+    }
+    if (argc > 1) {
+      throw cohort::ConfigError(std::string("unexpected argument \"") + argv[1] +
+                                "\": smoke_job takes no arguments (--help)");
+    }
     const auto& t = rt->topology();
     const auto device = cohort::dist::chooseDevice(*rt);
     COHORT_LOG_INFO("world {} ranks on {} node(s); device: {}", t.worldSize, t.nodeCount,

@@ -34,10 +34,17 @@ std::map<std::string, double> accuracy(const trainer::EvalPrediction& p) {
   return {{"accuracy", hits.to(at::kDouble).mean().item<double>()}};
 }
 
+const trainer::ProgramInfo kProgram{
+    "train_classifier",
+    "Trains a byte classifier data-parallel to tell which of 8 licence texts in\n"
+    "/usr/share/common-licenses a 64-byte window comes from, scored by held-out accuracy, e.g.\n"
+    "  mpirun -np 2 train_classifier --config examples/train_classifier.txtpb",
+    ""};
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  return examples::runExample(argc, argv, [](examples::ExampleContext& ex) {
+  return examples::runExample(kProgram, argc, argv, [](examples::ExampleContext& ex) {
     trainer::TrainingArguments& args = ex.args;
 
     // Read the data before the communicator exists: a missing file is the same ConfigError
@@ -74,13 +81,18 @@ int main(int argc, char** argv) {
     COHORT_LOG_INFO("{} classes, {} train / {} held-out windows of {} bytes", cfg.numClasses,
                     train->size(), heldOut->size(), cfg.window);
 
+    // "Before" is measured inside train(), after a resume has loaded the checkpoint.
+    auto start = std::make_shared<examples::EvaluateAtTrainBegin>();
+    parts.callbacks.push_back(start);
     trainer::Trainer t(args, *ex.comm, parts);
+    start->attach(t);
     // An evaluation interrupted by a preemption returns no metrics; train() then writes the
-    // JIT checkpoint at once and the program ends (exit 0) for the job to be requeued.
-    const auto start = t.evaluate();
-    const double before = start.count("eval_accuracy") ? start.at("eval_accuracy") : NAN;
+    // JIT checkpoint at its first step boundary and the program ends (exit 0) for the job to
+    // be requeued.
     const trainer::TrainOutput out = t.train();
     if (out.preempted) return;
+    const auto& first = start->metrics();
+    const double before = first.count("eval_accuracy") ? first.at("eval_accuracy") : NAN;
     const double after = t.evaluate().at("eval_accuracy");
     if (ex.rank == 0) {
       std::printf(

@@ -16,8 +16,19 @@
 
 using namespace cohort;
 
+namespace {
+
+const trainer::ProgramInfo kProgram{
+    "train_lm",
+    "Trains a tiny byte-level causal transformer LM data-parallel on the texts of\n"
+    "/usr/share/common-licenses (a held-out tenth is scored by perplexity), e.g.\n"
+    "  mpirun -np 2 train_lm --config examples/train_lm.txtpb --max_steps=100",
+    ""};
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  return examples::runExample(argc, argv, [](examples::ExampleContext& ex) {
+  return examples::runExample(kProgram, argc, argv, [](examples::ExampleContext& ex) {
     trainer::TrainingArguments& args = ex.args;
 
     ex.comm = dist::makeCommunicator(ex.runtime, dist::chooseDevice(ex.runtime));
@@ -43,14 +54,19 @@ int main(int argc, char** argv) {
                     train->size(), heldOut->size());
 
     // Held-out perplexity = exp(eval_loss): the token mean over the whole held-out split,
-    // exact for any world size.
+    // exact for any world size. "Before" is measured inside train(), after a resume has
+    // loaded the checkpoint.
+    auto start = std::make_shared<examples::EvaluateAtTrainBegin>();
+    parts.callbacks.push_back(start);
     trainer::Trainer t(args, *ex.comm, parts);
+    start->attach(t);
     // An evaluation interrupted by a preemption returns no metrics; train() then writes the
-    // JIT checkpoint at once and the program ends (exit 0) for the job to be requeued.
-    const auto start = t.evaluate();
-    const double before = start.count("eval_loss") ? std::exp(start.at("eval_loss")) : NAN;
+    // JIT checkpoint at its first step boundary and the program ends (exit 0) for the job to
+    // be requeued.
     const trainer::TrainOutput out = t.train();
     if (out.preempted) return;
+    const auto& first = start->metrics();
+    const double before = first.count("eval_loss") ? std::exp(first.at("eval_loss")) : NAN;
     const double after = std::exp(t.evaluate().at("eval_loss"));
     if (ex.rank == 0) {
       std::printf(

@@ -232,7 +232,8 @@ void writeProbe(const std::string& path, torch::nn::Module& model, const trainer
 
 int main(int argc, char** argv) {
   const ProbeFlags flags = takeFlags(argc, argv);
-  return examples::runExample(argc, argv, [&](examples::ExampleContext& ex) {
+  const trainer::ProgramInfo program{"train_probe", "The checkpoint tests' small Trainer run.", ""};
+  return examples::runExample(program, argc, argv, [&](examples::ExampleContext& ex) {
     ex.comm = dist::makeCommunicator(ex.runtime, dist::chooseDevice(ex.runtime));
     if (!flags.pidDir.empty()) {
       gPhase.open(flags.pidDir + "/phase-" + std::to_string(ex.rank));

@@ -22,9 +22,10 @@ int main(int argc, char** argv) {
   }
   const int rank = rt->rank();
   try {
-    const ct::CommandLine cl = ct::parseTrainingArgs(argc, argv);
+    const ct::ProgramInfo program{"config_probe", "Checks a configuration.", "[train] [eval]"};
+    const ct::CommandLine cl = ct::parseTrainingArgs(argc, argv, program);
     if (cl.helpRequested) {
-      if (rank == 0) std::fputs(ct::helpText().c_str(), stdout);
+      if (rank == 0) std::fputs(ct::helpText(program).c_str(), stdout);
       return 0;
     }
     const auto has = [&](const char* what) {

@@ -2,6 +2,7 @@
 // NEFTune, logging cadence and values.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <chrono>
@@ -377,6 +378,91 @@ TEST(TrainerEvaluation, OnStartAndEveryEvalSteps) {
   }
   EXPECT_NEAR(lastEvalLoss, want, 1e-12 * std::max(1.0, want));
   EXPECT_TRUE(allRanks(evalSteps.size() == 3 && std::abs(lastEvalLoss - want) <= 1e-12 * std::max(1.0, want)));
+}
+
+// Issues 21.8 and 22.6: after a resume, train_loss is the mean step loss of the WHOLE run
+// (the trainer state carries the running sum through the checkpoint), so it equals an
+// uninterrupted run's; train_samples_per_second and train_steps_per_second count only the
+// samples and steps this train() call ran, over this call's train_runtime.
+TEST(TrainerResume, TrainLossCoversTheWholeRunAndRatesCoverTheLeg) {
+  auto comm = worldComm();
+  const std::string base = (std::filesystem::temp_directory_path() /
+                            ("cohort_resume_loss_" + std::to_string(comm->size())))
+                               .string();
+  if (comm->rank() == 0) std::filesystem::remove_all(base);
+  comm->barrier();
+  auto data = std::make_shared<CountingDataset>(8 * comm->size());
+  auto args = [&](const std::string& dir) {
+    TrainingArguments a = quickArgs(dir);
+    a.clear_report_to();
+    a.add_report_to("none");
+    a.set_learning_rate(0.01);
+    return a;
+  };
+  Trainer full(args(base + "/full"), *comm, quickParts(std::make_shared<Linear1>(), data));
+  const TrainOutput ref = full.train();
+
+  struct StopAt4 : TrainerCallback {
+    void onStepEnd(const TrainerState& s, TrainerControl& c) override {
+      if (s.globalStep == 4) c.shouldStop = true;
+    }
+  };
+  TrainingArguments leg = args(base + "/legs");
+  leg.set_save_strategy("steps");
+  leg.set_save_steps(4);
+  auto firstParts = quickParts(std::make_shared<Linear1>(), data);
+  firstParts.callbacks.push_back(std::make_shared<StopAt4>());
+  Trainer first(leg, *comm, firstParts);
+  EXPECT_EQ(first.train().globalStep, 4);
+  const std::int64_t samplesAt4 = first.state().consumedSamples;
+
+  leg.set_resume_from_checkpoint("true");
+  Trainer second(leg, *comm, quickParts(std::make_shared<Linear1>(), data));
+  const TrainOutput out = second.train();
+  EXPECT_EQ(second.state().resumedFrom, base + "/legs/checkpoint-4");
+  EXPECT_EQ(out.globalStep, 10);
+  const double want = ref.trainingLoss;
+  EXPECT_GT(want, 0.0);
+  EXPECT_NEAR(out.trainingLoss, want, 1e-12 * want);
+  EXPECT_NEAR(out.metrics.at("train_loss"), want, 1e-12 * want);
+  EXPECT_EQ(second.state().totalLossSteps, 10);
+
+  const double runtime = out.metrics.at("train_runtime");
+  const auto legSamples = static_cast<double>(second.state().consumedSamples - samplesAt4);
+  EXPECT_EQ(second.state().consumedSamples, full.state().consumedSamples);
+  EXPECT_NEAR(out.metrics.at("train_samples_per_second") * runtime, legSamples, 1e-9 * legSamples);
+  EXPECT_NEAR(out.metrics.at("train_steps_per_second") * runtime, 6.0, 1e-9);
+  // An uninterrupted run: its own samples and steps.
+  const double refRuntime = ref.metrics.at("train_runtime");
+  EXPECT_NEAR(ref.metrics.at("train_samples_per_second") * refRuntime,
+              static_cast<double>(full.state().consumedSamples), 1e-9 * legSamples);
+  EXPECT_TRUE(allRanks(std::abs(out.trainingLoss - want) <= 1e-12 * want));
+}
+
+// Issue 21.10: the examples' corpus holds each file once, however many names link to it
+// (/usr/share/common-licenses has GPL -> GPL-3, LGPL -> LGPL-3, GFDL -> GFDL-1.3).
+TEST(UnitExamples, CorpusReadsEachFileOnce) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("cohort_corpus_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir / "sub");
+  std::ofstream(dir / "B-1") << "bbbb\n";
+  std::ofstream(dir / "C-2") << "cc\n";
+  std::ofstream(dir / "sub" / "ignored") << "a directory is not read\n";
+  std::filesystem::create_symlink("C-2", dir / "A");        // sorts first by name
+  std::filesystem::create_symlink(dir / "B-1", dir / "Z");  // absolute target
+  std::filesystem::create_symlink("missing", dir / "dangling");
+  EXPECT_EQ(examples::readCorpus(dir.string()), "bbbb\ncc\n");
+  std::filesystem::remove_all(dir);
+
+  // The system corpus: the sum of its distinct files.
+  std::set<std::filesystem::path> real;
+  std::uintmax_t bytes = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/usr/share/common-licenses")) {
+    if (e.is_regular_file() && real.insert(std::filesystem::canonical(e.path())).second)
+      bytes += std::filesystem::file_size(e.path());
+  }
+  EXPECT_EQ(examples::readCorpus().size(), bytes);
 }
 
 }  // namespace

@@ -616,6 +616,44 @@ TEST(UnitReportFormat, ConsoleLineIsHfStyle) {
   EXPECT_EQ(out.str(), "{'loss': 0.5, 'grad_norm': 0.5, 'learning_rate': 5e-05, 'epoch': 0.2}\n");
 }
 
+// Issue 22.5: the console rounds as HF does (4 decimals for loss-like values, 2 for the
+// epoch, HF's speed_metrics rounding for runtimes and rates); log_history keeps every digit.
+TEST(UnitReportFormat, ConsoleRoundsAndLogHistoryKeepsFullPrecision) {
+  LogEntry e;
+  e.step = 50;
+  e.epoch = 0.8064516129032258;
+  e.values["loss"] = 2.4316378164291383;
+  e.values["grad_norm"] = 0.012345678901234;
+  e.values["learning_rate"] = 4.9833333333333336e-05;
+  e.values["samples_per_second"] = 397.81234567;
+  e.values["eval_accuracy"] = 0.33333333333333331;
+  e.values["train_runtime"] = 12.345678901;
+  e.values["big"] = 12345678.123456789;
+  EXPECT_EQ(formatConsoleLine(e),
+            "{'loss': 2.4316, 'grad_norm': 0.01235, 'learning_rate': 4.983e-05, "
+            "'samples_per_second': 397.812, 'eval_accuracy': 0.3333, 'train_runtime': 12.3457, "
+            "'big': 12345678.1235, 'epoch': 0.81}");
+  EXPECT_EQ(formatConsoleNumber("loss", 1.0), "1.0");
+  EXPECT_EQ(formatConsoleNumber("loss", 0.0), "0.0");
+  EXPECT_EQ(formatConsoleNumber("loss", -3.14159265), "-3.1416");
+  EXPECT_EQ(formatConsoleNumber("loss", std::nan("")), "nan");
+  EXPECT_EQ(formatConsoleNumber("epoch", 2.0), "2.0");
+  EXPECT_EQ(formatConsoleNumber("eval_samples_per_second", 1087.4567), "1087.457");
+  // The jsonl row of the same entry reads back bit for bit.
+  const std::string json = formatJsonLine(e);
+  EXPECT_NE(json.find("\"loss\": 2.4316378164291383"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"epoch\": 0.8064516129032258"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"learning_rate\": 4.9833333333333336e-05"), std::string::npos) << json;
+  // The progress line shows the loss as the console does.
+  std::ostringstream out;
+  ProgressBar::Options o;
+  o.out = &out;
+  o.isTerminal = false;
+  ProgressBar bar(100, o);
+  bar.onLog(e);
+  EXPECT_EQ(bar.render(false), "step 50/100 loss 2.4316");
+}
+
 TEST(UnitReportFormat, InsertionOrderIsKept) {
   InsertionOrderedMap<double> m;
   m["b"] = 1;
@@ -832,11 +870,11 @@ TEST(UnitProgressBar, ShorterLinePadsOverTheOldOne) {
   e.values["loss"] = 12345.678;
   bar.onLog(e);
   const std::string longer = afterLastCr(out.str());
-  EXPECT_EQ(longer, "step 1 loss 1.235e+04 2.00 s/it");
+  EXPECT_EQ(longer, "step 1 loss 12345.678 2.00 s/it");
   bar.printAbove("x");
   e.values["loss"] = 1;
   bar.onLog(e);
-  const std::string shorter = "step 1 loss 1 2.00 s/it";
+  const std::string shorter = "step 1 loss 1.0 2.00 s/it";
   EXPECT_EQ(afterLastCr(out.str()), shorter + std::string(longer.size() - shorter.size(), ' '));
 }
 

@@ -48,7 +48,9 @@ TrainingArguments with(const std::vector<std::string>& overrides) {
   return a;
 }
 
-CommandLine parse(const std::vector<std::string>& argv) { return parseTrainingArgs(argv); }
+CommandLine parse(const std::vector<std::string>& argv, const ProgramInfo& program = {}) {
+  return parseTrainingArgs(argv, program);
+}
 
 std::vector<std::string> list(const google::protobuf::RepeatedPtrField<std::string>& r) {
   return {r.begin(), r.end()};
@@ -246,7 +248,8 @@ TEST(UnitTrainingArgs, CommandLineOverridesConfig) {
       parse({"--learning_rate=0.01", "data.bin", "--config", kFixtures + "job.txtpb",
              "--per_device_train_batch_size", "4", "--report_to=tensorboard,jsonl", "--do_eval",
              "--logging_first_step", "false", "--overwrite_output_dir=1",
-             "--per-device-eval-batch-size=2", "--", "--not-an-option"});
+             "--per-device-eval-batch-size=2", "--", "--not-an-option"},
+            ProgramInfo{"prog", "", "[FILE...]"});
   EXPECT_EQ(cl.configPath, kFixtures + "job.txtpb");
   EXPECT_DOUBLE_EQ(cl.args.learning_rate(), 0.01);  // before --config, still wins over it
   EXPECT_EQ(cl.args.per_device_train_batch_size(), 4);
@@ -307,6 +310,79 @@ TEST(UnitTrainingArgs, CommandLineErrors) {
     ASSERT_FALSE(msg.empty()) << c.argv[0] << " was accepted";
     for (const auto& e : c.expected) EXPECT_NE(msg.find(e), std::string::npos) << msg;
   }
+}
+
+// Issue 21.6: --help (or -h) anywhere before "--" wins: nothing is loaded and nothing else on
+// the line can fail; the text lists every field with its type, default and (help) line.
+TEST(UnitTrainingArgs, HelpListsEveryFieldAndWinsOverTheRest) {
+  for (const auto& argv :
+       std::vector<std::vector<std::string>>{{"--help"},
+                                             {"-h"},
+                                             {"--config", "/nonexistent/job.txtpb", "--help"},
+                                             {"--frobnicate=1", "-h", "junk"},
+                                             {"--learning_rate=abc", "--help"}}) {
+    CommandLine cl;
+    EXPECT_NO_THROW(cl = parse(argv)) << argv[0];
+    EXPECT_TRUE(cl.helpRequested) << argv[0];
+  }
+  // After "--" it is a positional argument like any other.
+  EXPECT_FALSE(parse({"--", "--help"}, ProgramInfo{"p", "", "[ARG]"}).helpRequested);
+
+  const ProgramInfo program{"train_x", "Trains x on y.", ""};
+  const std::string text = helpText(program);
+  EXPECT_EQ(text.rfind("usage: train_x [--config PATH] [--FIELD=VALUE ...]\n", 0), 0u) << text;
+  EXPECT_NE(text.find("Trains x on y."), std::string::npos);
+  EXPECT_NE(text.find("-h, --help"), std::string::npos);
+  EXPECT_NE(text.find("--per_device_train_batch_size INT32  (default 8)\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("--output_dir STRING  (default \"trainer_output\")\n"), std::string::npos);
+  EXPECT_NE(text.find("--report_to LIST OF STRING  (default [])\n"), std::string::npos);
+  EXPECT_NE(text.find("--data_seed INT64  (default unset)\n"), std::string::npos);
+  const auto* d = TrainingArguments::descriptor();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const auto* f = d->field(i);
+    const std::string& help = f->options().GetExtension(cohort::trainer::help);
+    EXPECT_FALSE(help.empty()) << f->name() << " has no (help) in training_args.proto";
+    EXPECT_EQ(help.find('\n'), std::string::npos) << f->name();  // one line
+    const auto at = text.find("  --" + f->name() + " ");
+    ASSERT_NE(at, std::string::npos) << f->name();
+    const auto nextLine = text.find('\n', at) + 1;
+    EXPECT_EQ(text.compare(nextLine, 8 + help.size(), "        " + help), 0) << f->name();
+  }
+  EXPECT_NE(helpText(ProgramInfo{"p", "", "[train] [eval]"}).find("[--] [train] [eval]"),
+            std::string::npos);
+}
+
+// Issue 21.7: a positional argument is an error unless the program declares some; a config
+// path that is not a readable regular file is an error (a directory used to read as empty).
+TEST(UnitTrainingArgs, PositionalArgumentsAndConfigPathsAreChecked) {
+  std::string msg = messageOf<ConfigError>([] { parse({"junk"}); });
+  EXPECT_NE(msg.find("\"junk\""), std::string::npos) << msg;
+  EXPECT_NE(msg.find("no positional arguments"), std::string::npos) << msg;
+  msg = messageOf<ConfigError>([] { parse({"--seed=3", "--", "--x"}); });
+  EXPECT_NE(msg.find("\"--x\""), std::string::npos) << msg;
+  msg = messageOf<ConfigError>([] { parse({"--max_steps", "5", "junk"}); });
+  EXPECT_NE(msg.find("\"junk\""), std::string::npos) << msg;
+  const ProgramInfo takesData{"p", "", "DATA..."};
+  EXPECT_EQ(parse({"a", "--seed=3", "b"}, takesData).positional,
+            (std::vector<std::string>{"a", "b"}));
+
+  const std::string dir = scratch().string();
+  msg = messageOf<ConfigError>([&] { loadTrainingArguments(dir); });
+  EXPECT_NE(msg.find(dir), std::string::npos) << msg;
+  EXPECT_NE(msg.find("is a directory"), std::string::npos) << msg;
+  msg = messageOf<ConfigError>([] { parse({"--config", "/etc"}); });
+  EXPECT_NE(msg.find("\"/etc\" is a directory"), std::string::npos) << msg;
+  msg = messageOf<ConfigError>([] { parse({"--config=/dev/null"}); });
+  EXPECT_NE(msg.find("not a regular file"), std::string::npos) << msg;
+  msg = messageOf<ConfigError>([&] { loadTrainingArguments(dir + "/missing.txtpb"); });
+  EXPECT_NE(msg.find("No such file"), std::string::npos) << msg;
+  // A symlink to a regular file is a regular file.
+  const std::string target = writeFile("target.txtpb", "seed: 5\n");
+  const fs::path link = scratch() / "link.txtpb";
+  fs::remove(link);
+  fs::create_symlink(target, link);
+  EXPECT_EQ(loadTrainingArguments(link.string()).seed(), 5);
 }
 
 // Reflection covers every field: each one can be set from the command line and read back.

@@ -171,6 +171,43 @@ std::string formatNumber(double value) {
   return sign + out;
 }
 
+namespace {
+
+bool endsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// `value` rounded in decimal (to_chars rounds the exact binary value correctly, as Python's
+// round() does, and ignores the locale) and read back as the nearest double.
+double roundDecimal(double value, std::chars_format format, int precision) {
+  char buf[400];  // fixed notation of the largest double needs 309 digits
+  const auto res = std::to_chars(buf, buf + sizeof buf, value, format, precision);
+  if (res.ec != std::errc()) return value;
+  double out = value;
+  std::from_chars(buf, res.ptr, out);
+  return out;
+}
+
+}  // namespace
+
+std::string formatConsoleNumber(const std::string& key, double value) {
+  if (!std::isfinite(value)) return formatNumber(value);
+  double shown;
+  if (key == "epoch") {
+    shown = roundDecimal(value, std::chars_format::fixed, 2);
+  } else if (endsWith(key, "_runtime")) {
+    shown = roundDecimal(value, std::chars_format::fixed, 4);
+  } else if (endsWith(key, "_per_second")) {
+    shown = roundDecimal(value, std::chars_format::fixed, 3);
+  } else if (std::fabs(value) < 1.0) {
+    shown = roundDecimal(value, std::chars_format::scientific, 3);  // 4 significant digits
+  } else {
+    shown = roundDecimal(value, std::chars_format::fixed, 4);
+  }
+  return formatNumber(shown);
+}
+
 std::string formatConsoleLine(const LogEntry& entry) {
   std::string out = "{";
   auto add = [&out](const std::string& key, const std::string& text) {
@@ -178,10 +215,10 @@ std::string formatConsoleLine(const LogEntry& entry) {
     out += pythonQuote(key) + ": " + text;
   };
   for (const auto& [key, v] : entry.values)
-    if (!isReservedKey(key)) add(key, formatNumber(v));
+    if (!isReservedKey(key)) add(key, formatConsoleNumber(key, v));
   for (const auto& [key, s] : entry.strings)
     if (writesString(entry, key)) add(key, pythonQuote(s));
-  add("epoch", formatNumber(entry.epoch));
+  add("epoch", formatConsoleNumber("epoch", entry.epoch));
   return out + "}";
 }
 

@@ -139,11 +139,7 @@ std::string ProgressBar::render(bool withBar) const {
     }
     line += " [" + bar + "]";
   }
-  if (loss_) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.4g", *loss_);
-    line += std::string(" loss ") + buf;
-  }
+  if (loss_) line += " loss " + formatConsoleNumber("loss", *loss_);
   const double elapsed = lastStepTime_ - startTime_;
   const std::int64_t done = step_ - startStep_;
   if (done > 0 && elapsed > 0.0) {

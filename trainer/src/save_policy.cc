@@ -26,6 +26,8 @@ ckpt::Manifest makeHeader(const TrainingArguments& args, const TrainerState& sta
   if (state.bestMetric) t.set_best_metric(*state.bestMetric);
   if (!state.bestModelCheckpoint.empty()) t.set_best_model_checkpoint(state.bestModelCheckpoint);
   t.set_best_global_step(state.bestGlobalStep);
+  t.set_total_loss(state.totalLoss);
+  t.set_total_loss_steps(state.totalLossSteps);
   for (const LogEntry& e : state.logHistory) {
     ckpt::LogRecord* r = t.add_log_history();
     r->set_step(e.step);
@@ -52,6 +54,8 @@ DataPosition applyHeader(const ckpt::Manifest& m, TrainerState& state) {
   if (t.has_best_metric()) state.bestMetric = t.best_metric();
   state.bestModelCheckpoint = t.best_model_checkpoint();
   state.bestGlobalStep = t.best_global_step();
+  state.totalLoss = t.total_loss();  // 0 and 0 steps when the checkpoint predates the sum
+  state.totalLossSteps = t.total_loss_steps();
   state.logHistory.clear();
   for (const ckpt::LogRecord& r : t.log_history()) {
     LogEntry e;

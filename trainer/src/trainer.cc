@@ -480,7 +480,9 @@ TrainOutput Trainer::train() {
     checkpointer.reserveSnapshot(savePieces(ts, withOptimizer));
   }
 
-  double intervalLoss = 0.0, totalLoss = 0.0;
+  // This call's span, for the rates of the final entry (after a resume: the new steps only).
+  const std::int64_t firstStep = state_.globalStep, firstSamples = state_.consumedSamples;
+  double intervalLoss = 0.0;
   std::int64_t intervalSteps = 0, intervalSamples = 0, intervalTokens = 0;
   auto intervalStart = Clock::now();
   PhaseClock phases;
@@ -580,7 +582,8 @@ TrainOutput Trainer::train() {
     state_.epoch = static_cast<double>(data.epoch) + static_cast<double>(data.stepInEpoch + 1) /
                                                          static_cast<double>(state_.stepsPerEpoch);
     intervalLoss += stepLoss;
-    totalLoss += stepLoss;
+    state_.totalLoss += stepLoss;
+    ++state_.totalLossSteps;
     ++intervalSteps;
     intervalSamples += data.samplesThisStep;
     intervalTokens += stats.numItems;
@@ -722,10 +725,15 @@ TrainOutput Trainer::train() {
   out.globalStep = state_.globalStep;
   out.preempted = preempted;
   out.checkpoint = preempted ? jitCheckpoint : state_.lastCheckpoint;
-  out.trainingLoss = state_.globalStep > 0 ? totalLoss / static_cast<double>(state_.globalStep) : 0;
+  out.trainingLoss =
+      state_.totalLossSteps > 0 ? state_.totalLoss / static_cast<double>(state_.totalLossSteps) : 0;
+  // Samples and steps of THIS call over its runtime (docs/logging.md): after a resume the
+  // earlier legs' samples are not divided by this leg's time.
   out.metrics["train_runtime"] = runtime;
-  out.metrics["train_samples_per_second"] = static_cast<double>(state_.consumedSamples) / runtime;
-  out.metrics["train_steps_per_second"] = static_cast<double>(state_.globalStep) / runtime;
+  out.metrics["train_samples_per_second"] =
+      static_cast<double>(state_.consumedSamples - firstSamples) / runtime;
+  out.metrics["train_steps_per_second"] =
+      static_cast<double>(state_.globalStep - firstStep) / runtime;
   out.metrics["train_loss"] = out.trainingLoss;
   out.phaseSeconds = phases.seconds();
   LogEntry final;

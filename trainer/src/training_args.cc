@@ -13,11 +13,14 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <mpi.h>
+#include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -41,6 +44,12 @@ std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
 [[noreturn]] void fail(std::string_view field, const std::string& what) {
   throw ConfigError(std::string(field) + ": " + what);
+}
+
+std::string upper(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
 }
 
 std::string lower(std::string_view s) {
@@ -215,12 +224,25 @@ const FD* findField(std::string_view name) {
   throw ConfigError(msg);
 }
 
+// A config file must be a readable regular file: a directory opens fine as a stream and
+// reads as empty, which would silently train with the defaults.
 std::string readFile(const std::string& path) {
+  const std::string shown = "config file " + quoted(path);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    throw ConfigError("cannot read " + shown + ": " + std::strerror(errno));
+  }
+  if (S_ISDIR(st.st_mode)) throw ConfigError(shown + " is a directory, not a file");
+  if (!S_ISREG(st.st_mode)) throw ConfigError(shown + " is not a regular file");
+  errno = 0;
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError("cannot read config file " + quoted(path));
+  if (!in) {
+    throw ConfigError("cannot read " + shown + ": " +
+                      (errno != 0 ? std::strerror(errno) : "cannot open it"));
+  }
   std::ostringstream ss;
   ss << in.rdbuf();
-  if (in.bad()) throw ConfigError("cannot read config file " + quoted(path));
+  if (in.bad()) throw ConfigError("cannot read " + shown + ": read error");
   return ss.str();
 }
 
@@ -514,29 +536,39 @@ void applyOverride(TrainingArguments& args, std::string_view rawName, std::strin
   }
 }
 
-CommandLine parseTrainingArgs(int argc, const char* const* argv) {
+CommandLine parseTrainingArgs(int argc, const char* const* argv, const ProgramInfo& program) {
   std::vector<std::string> args;
   for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
-  return parseTrainingArgs(args);
+  return parseTrainingArgs(args, program);
 }
 
-CommandLine parseTrainingArgs(const std::vector<std::string>& argv) {
+CommandLine parseTrainingArgs(const std::vector<std::string>& argv, const ProgramInfo& program) {
   CommandLine cl;
+  // --help wins over everything else on the line (as argparse's): no config is read and
+  // no other argument can fail, so `prog --config x.txtpb --help` shows the usage.
+  for (const std::string& a : argv) {
+    if (a == "--") break;
+    if (a == "--help" || a == "-h") {
+      cl.helpRequested = true;
+      return cl;
+    }
+  }
   std::vector<std::pair<std::string, std::string>> overrides;
   bool optionsEnded = false;
   bool haveConfig = false;
   for (std::size_t i = 0; i < argv.size(); ++i) {
     const std::string& a = argv[i];
     if (optionsEnded || a == "-" || a.empty() || a[0] != '-') {
+      if (program.positional.empty()) {
+        throw ConfigError("unexpected argument " + quoted(a) +
+                          ": this program takes no positional arguments (options are "
+                          "--field=value; --help lists them)");
+      }
       cl.positional.push_back(a);
       continue;
     }
     if (a == "--") {
       optionsEnded = true;
-      continue;
-    }
-    if (a == "--help" || a == "-h") {
-      cl.helpRequested = true;
       continue;
     }
     if (a.rfind("--", 0) != 0) {
@@ -580,15 +612,28 @@ CommandLine parseTrainingArgs(const std::vector<std::string>& argv) {
   return cl;
 }
 
-std::string helpText() {
+std::string helpText(const ProgramInfo& program) {
+  const std::string name = program.name.empty() ? "PROGRAM" : program.name;
   std::ostringstream out;
-  out << "Options: --config PATH (.txtpb text format or .json), then any field as "
-         "--field=VALUE\n(lists: comma-separated; bools: true/false/1/0, or bare --field for "
-         "true). Fields:\n";
+  out << "usage: " << name << " [--config PATH] [--FIELD=VALUE ...]";
+  if (!program.positional.empty()) out << " [--] " << program.positional;
+  out << "\n\n";
+  if (!program.description.empty()) out << program.description << "\n\n";
+  out << "options:\n"
+         "  -h, --help\n"
+         "        Print this help and exit.\n"
+         "  --config PATH\n"
+         "        TrainingArguments file (.txtpb text format, or .json as HF's\n"
+         "        training_args.json), applied before the --FIELD options.\n"
+         "\n"
+         "TrainingArguments (docs/training-arguments.md), as --FIELD=VALUE or --FIELD VALUE;\n"
+         "lists are comma-separated, bools true/false/1/0 (a bare --FIELD means true):\n";
   for (int i = 0; i < descriptor().field_count(); ++i) {
     const FD* f = descriptor().field(i);
-    out << "  --" << f->name() << "  (" << (f->is_repeated() ? "list of " : "") << f->type_name()
-        << ", default " << defaultText(f) << ")\n";
+    out << "  --" << f->name() << " " << (f->is_repeated() ? "LIST OF " : "")
+        << upper(f->type_name()) << "  (default " << defaultText(f) << ")\n";
+    const std::string& help = f->options().GetExtension(cohort::trainer::help);
+    if (!help.empty()) out << "        " << help << "\n";
   }
   return out.str();
 }

@@ -122,8 +122,18 @@ struct LogEntry {
 // "nan", "inf", "-inf" (the jsonl writer writes null instead).
 std::string formatNumber(double value);
 
+// A value as the console and the progress line show it: rounded for reading, as HF rounds
+// what it prints, then written as formatNumber() writes it. By key: "epoch" to 2 decimals
+// (HF's progress callback); "*_runtime" to 4 and "*_per_second" to 3 decimals (HF's
+// speed_metrics); any other value (loss, eval_loss, grad_norm, learning_rate, metrics) to 4
+// decimals (HF's logged loss), or to 4 significant digits when its magnitude is below 1, so
+// that small values (5e-05, 0.001234) keep their digits. Non-finite values are unchanged.
+// log_history.jsonl and TensorBoard keep the full precision.
+std::string formatConsoleNumber(const std::string& key, double value);
+
 // The console line of an entry, HF style: {'loss': 1.234, 'grad_norm': 0.5, 'epoch': 0.1}
-// (values in order, then strings, then epoch; the step is not printed, as in HF).
+// (values in order, then strings, then epoch; the step is not printed, as in HF). Numbers
+// are rounded by formatConsoleNumber().
 std::string formatConsoleLine(const LogEntry& entry);
 
 // The jsonl line of an entry (no newline): {"loss": 1.234, ..., "epoch": 0.1, "step": 10}

@@ -55,6 +55,12 @@ struct TrainerState {
   std::int64_t maxSteps = 0;
   std::int64_t stepsPerEpoch = 0;
   std::int64_t consumedSamples = 0;  // global samples consumed by completed steps
+  // The sum of the step losses (each averaged over ranks) of the run's first
+  // `totalLossSteps` steps, kept across resumes (checkpointed), so that train_loss covers
+  // the whole run. totalLossSteps < globalStep only after resuming from a checkpoint that
+  // predates it (then the sum starts at the resume).
+  double totalLoss = 0.0;
+  std::int64_t totalLossSteps = 0;
   std::vector<LogEntry> logHistory;
   // metric_for_best_model's best value so far, the step it was reached at, and the
   // checkpoint saved at that step (HF's best_metric / best_global_step /

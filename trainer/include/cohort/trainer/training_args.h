@@ -45,7 +45,8 @@ TrainingArguments parseJson(std::string_view json, std::string_view source = "<j
 
 // Reads a file: ".json" is JSON; ".txtpb", ".pbtxt", ".textproto", ".prototxt" are text
 // format; any other name is JSON if its first non-blank character is '{', else text.
-// An unreadable file is a ConfigError naming the path.
+// A path that is not a readable regular file (missing, a directory, a device, unreadable)
+// is a ConfigError naming the path and why.
 TrainingArguments loadTrainingArguments(const std::string& path, Warnings* warnings = nullptr);
 
 // Sets one field from its command-line spelling, through reflection. Bools take
@@ -55,26 +56,43 @@ TrainingArguments loadTrainingArguments(const std::string& path, Warnings* warni
 // ConfigError that suggests the closest field.
 void applyOverride(TrainingArguments& args, std::string_view name, std::string_view value);
 
+// What a program says about itself, for --help and for checking its command line.
+struct ProgramInfo {
+  std::string name;         // the usage line's program name; empty: "PROGRAM"
+  std::string description;  // a paragraph --help prints after the usage line; may be empty
+  // The positional arguments the program takes, as its usage line shows them ("[train]
+  // [eval]"). Empty (the default): the program takes none, and a positional argument is a
+  // ConfigError. Otherwise any number are returned in CommandLine::positional for the
+  // program to check.
+  std::string positional;
+};
+
 // The result of parsing a command line.
 struct CommandLine {
   TrainingArguments args;
   std::string configPath;               // "" when no --config was given
   std::vector<std::string> positional;  // arguments that are not options, in order
   Warnings warnings;                    // from loading the config file
-  bool helpRequested = false;           // --help or -h was given
+  // --help or -h was given (anywhere before "--"). Then nothing else was parsed or loaded:
+  // the program prints helpText() (rank 0) and exits 0 without creating anything.
+  bool helpRequested = false;
 };
 
 // Parses `--config PATH` (or --config=PATH) and `--field=value` / `--field value`
 // overrides. The config file is loaded first, wherever --config appears; overrides then
 // apply left to right. A bool field may be given bare (`--do_train`), which means true.
-// "--" ends the options. argv[0] is the program name and is skipped. Does not validate:
+// "--" ends the options. A positional argument is a ConfigError unless `program` declares
+// positional arguments. argv[0] is the program name and is skipped. Does not validate:
 // call validate() once the datasets are known.
-CommandLine parseTrainingArgs(int argc, const char* const* argv);
+CommandLine parseTrainingArgs(int argc, const char* const* argv, const ProgramInfo& program = {});
 // Same, without a program name in front.
-CommandLine parseTrainingArgs(const std::vector<std::string>& args);
+CommandLine parseTrainingArgs(const std::vector<std::string>& args,
+                              const ProgramInfo& program = {});
 
-// One line per field: name, type, default. For --help.
-std::string helpText();
+// The program's --help: a usage line, the description, the options, then every
+// TrainingArguments field with its type, default and one-line help (the field's (help)
+// option in training_args.proto).
+std::string helpText(const ProgramInfo& program = {});
 
 // ---- Validation ----
 
