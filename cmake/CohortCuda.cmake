@@ -54,3 +54,22 @@ endif()
 if(TARGET c10_cuda OR TARGET torch_cuda)
   set(COHORT_TORCH_CUDA 1)
 endif()
+
+# Why the GPU-labelled tests (tests/gpu, built only with NCCL) are not built, for scripts/test
+# to say in one line; empty when they are.
+if(COHORT_HAVE_NCCL)
+  set(_cohort_gpu_note "")
+elseif(COHORT_WITH_CUDA STREQUAL "OFF")
+  set(_cohort_gpu_note "CUDA is off (COHORT_WITH_CUDA=OFF)")
+elseif(NOT COHORT_HAVE_CUDA)
+  set(_cohort_gpu_note "no CUDA toolkit found (looked in CUDAToolkit_ROOT, CUDA_PATH, nvcc's "
+                       "prefix on PATH, /usr/local/cuda)")
+elseif(COHORT_WITH_NCCL STREQUAL "OFF")
+  set(_cohort_gpu_note "NCCL is off (COHORT_WITH_NCCL=OFF)")
+else()
+  set(_cohort_gpu_note "no NCCL found (looked in NCCL_HOME, NCCL_ROOT, the CUDA toolkit, "
+                       "the system paths)")
+endif()
+string(CONCAT _cohort_gpu_note ${_cohort_gpu_note})
+set(COHORT_GPU_TESTS_SKIPPED "${_cohort_gpu_note}" CACHE INTERNAL
+    "why the GPU-labelled tests are not built (empty: they are)")

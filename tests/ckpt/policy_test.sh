@@ -97,7 +97,16 @@ else
   echo "FAIL fresh run into $tmp/l2: no clear error"; tail -5 "$tmp/fresh.log"; fail=1
 fi
 expect_dirs "$tmp/l2" "4 8 99" "the refused run left the earlier checkpoints alone"
+touch "$tmp/l2/PREEMPTED"
 run --output_dir="$tmp/l2" --save_steps=2 --save_total_limit=2 --overwrite_output_dir=true \
     --probe-metrics=5,4,3,1
 expect_dirs "$tmp/l2" "6 8" "overwrite_output_dir replaced the earlier run's checkpoints"
+# One line (rank 0) names what it deletes, the size and where.
+deleting="overwrite_output_dir: deleting the earlier run's 3 checkpoint\\(s\\) \\([0-9.]+ MiB\\) in $tmp/l2: checkpoint-4 checkpoint-8 checkpoint-99 PREEMPTED$"
+if [[ $(grep -cE -- "$deleting" "$tmp/last.log") == 1 && ! -e $tmp/l2/PREEMPTED ]]; then
+  echo "ok   overwrite_output_dir names what it deletes: $(grep -o 'overwrite_output_dir: deleting.*' "$tmp/last.log")"
+else
+  echo "FAIL no single line naming the deleted checkpoints and PREEMPTED (or PREEMPTED is left):"
+  grep overwrite_output_dir "$tmp/last.log"; fail=1
+fi
 exit $fail

@@ -38,7 +38,9 @@ TEST(Timeout, SkippedCollectiveNamesTheMissingRank) {
               std::string::npos)
         << msg;
     EXPECT_GE(waited, kTimeout * 0.9);
-    EXPECT_LE(waited, kTimeout + 7.0);  // + the bounded query round
+    // + the bounded query round (1 s here); the rest is room for a busy machine: this
+    // only tells a timeout that fires from one that never does.
+    EXPECT_LE(waited, kTimeout + 20.0);
     // The communicator is unusable afterwards, with a clear error, not a hang.
     const std::string after = messageOf<DistError>([&] { comm->barrier(); });
     EXPECT_NE(after.find("unusable"), std::string::npos) << after;
@@ -60,7 +62,7 @@ TEST(Abort, PeersFailFastWithTheReason) {
     const std::string msg = messageOf<DistError>([&] { comm->allReduce(t); });
     const double waited = std::chrono::duration<double>(Clock::now() - start).count();
     EXPECT_NE(msg.find("rank 1 failed: bad batch 17"), std::string::npos) << msg;
-    EXPECT_LT(waited, 10.0);  // seconds, not the 60 s timeout
+    EXPECT_LT(waited, 30.0);  // not the 60 s timeout (room for a busy machine)
     ok = !msg.empty();
   }
   EXPECT_TRUE(allRanks(ok));

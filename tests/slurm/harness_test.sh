@@ -56,7 +56,7 @@ tasks() {
   procs=$(clusterProcs "$dir")
   grep -c '/sleep 300' <<<"$procs"
 }
-for ((t = 0; t < 60; t++)); do
+for ((t = 0; t < 240; t++)); do  # up to 60 s: room for a busy machine
   [[ $(tasks) -eq 2 ]] && break
   sleep 0.25
 done

@@ -89,22 +89,31 @@ std::vector<std::string> splitLines(const std::string& s) {
 // COLLECTIVE. A run that does not resume must not mix its checkpoints with an earlier run's
 // in output_dir: rotation and `resume_from_checkpoint=true` go by step number, so an old
 // checkpoint-176 would outrank (and rotate away) this run's checkpoint-100. As HF's
-// example scripts: an error, unless overwrite_output_dir, which removes them (rank 0).
+// example scripts: an error, unless overwrite_output_dir, which removes them (rank 0) after
+// one line naming what goes (printed first, so that it stands even if a removal fails).
 void startFresh(const TrainingArguments& args, ckpt::Checkpointer& cp, int rank) {
   std::string found, error;
   if (rank == 0) {
     try {
-      std::vector<std::string> dirs;
-      if (std::filesystem::is_directory(args.output_dir())) {
-        for (const auto& c : ckpt::listCheckpoints(args.output_dir(), false))
-          dirs.push_back(c.path);
-      }
-      for (const auto& d : dirs) found += (found.empty() ? "" : ", ") + d;
+      std::vector<ckpt::CheckpointInfo> dirs;
+      if (std::filesystem::is_directory(args.output_dir()))
+        dirs = ckpt::listCheckpoints(args.output_dir(), false);
+      for (const auto& d : dirs) found += (found.empty() ? "" : ", ") + d.path;
       if (!dirs.empty() && args.overwrite_output_dir()) {
-        for (const auto& d : dirs) std::filesystem::remove_all(d);
-        std::filesystem::remove(args.output_dir() + "/PREEMPTED");
-        COHORT_LOG_WARN("overwrite_output_dir: removed {} checkpoint(s) of an earlier run: {}",
-                        dirs.size(), found);
+        const std::string marker = args.output_dir() + "/PREEMPTED";
+        std::string names;
+        std::int64_t bytes = 0;
+        for (const auto& d : dirs) {
+          names += (names.empty() ? "" : " ") + std::filesystem::path(d.path).filename().string();
+          bytes += d.bytes;
+        }
+        if (std::filesystem::exists(marker)) names += " PREEMPTED";
+        COHORT_LOG_WARN(
+            "overwrite_output_dir: deleting the earlier run's {} checkpoint(s) ({:.1f} MiB) in "
+            "{}: {}",
+            dirs.size(), static_cast<double>(bytes) / (1 << 20), args.output_dir(), names);
+        for (const auto& d : dirs) std::filesystem::remove_all(d.path);
+        std::filesystem::remove(marker);
       }
     } catch (const std::exception& e) {
       error = "output_dir " + args.output_dir() + ": " + e.what();
