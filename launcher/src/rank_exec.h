@@ -1,8 +1,11 @@
 #pragma once
 // `cohort _rank-exec -- PROGRAM ARGS...`: the per-rank wrapper that `cohort run` starts
 // under mpirun or srun. It gives the program torchrun's variables and a thread count,
-// runs it as a child, forwards stop signals to it, records how it ended in the status
-// directory and exits the same way, so mpirun/srun see the program's own outcome.
+// runs it as a child (with SIGTERM/SIGUSR1 still blocked, so a stop during its start-up
+// stays pending until its handlers unblock them), forwards stop signals to it, relays the
+// output of ranks other than 0 as whole "[rank r]" lines (rank_output.h), records how it
+// ended in the status directory and exits the same way, so mpirun/srun see the program's
+// own outcome.
 
 namespace cohort::launcher {
 
