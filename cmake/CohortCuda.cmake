@@ -62,8 +62,8 @@ if(COHORT_HAVE_NCCL)
 elseif(COHORT_WITH_CUDA STREQUAL "OFF")
   set(_cohort_gpu_note "CUDA is off (COHORT_WITH_CUDA=OFF)")
 elseif(NOT COHORT_HAVE_CUDA)
-  set(_cohort_gpu_note "no CUDA toolkit found (looked in CUDAToolkit_ROOT, CUDA_PATH, nvcc's "
-                       "prefix on PATH, /usr/local/cuda)")
+  set(_cohort_gpu_note "no CUDA toolkit found (looked in CUDAToolkit_ROOT, /usr/local/cuda, "
+                       "CUDA_PATH, nvcc's prefix on PATH)")
 elseif(COHORT_WITH_NCCL STREQUAL "OFF")
   set(_cohort_gpu_note "NCCL is off (COHORT_WITH_NCCL=OFF)")
 else()
