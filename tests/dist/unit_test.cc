@@ -40,27 +40,34 @@ std::map<std::string, long> threadWakeups() {
   return out;
 }
 
-// A one-rank backend (MPI_COMM_SELF) has no peer to hear from, so its engine thread sleeps
-// until work arrives instead of polling every 5 ms beside the training thread (issue 23: a
-// Trainer at world 1 holds two backends). A polling engine wakes ~60 times in 300 ms.
-TEST(UnitEngine, OneRankBackendDoesNotPollWhenIdle) {
+// A one-rank backend (MPI_COMM_SELF) has no peer: its ops run on the thread that submits
+// them, and its engine thread sleeps until shutdown instead of polling every 5 ms beside the
+// training thread (issue 23: a Trainer at world 1 holds two backends, and GradientSync
+// launches every bucket async). Before, the engine woke for every async op and ~60 times
+// in 300 idle ms.
+TEST(UnitEngine, OneRankBackendLeavesItsEngineAsleep) {
   const auto before = threadWakeups();
   BackendOptions o;
   auto comm = std::make_unique<Communicator>(makeMpiBackend(MPI_COMM_SELF, o));
-  at::Tensor t = at::ones({4});
-  comm->allReduce(t);                // blocking: the caller runs it
-  comm->allReduceAsync(t)->wait();  // async: handed to the engine, which must wake for it
-  EXPECT_TRUE(at::equal(t, at::ones({4})));
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   std::map<std::string, long> start;
   for (const auto& [tid, n] : threadWakeups()) {
     if (before.count(tid) == 0) start[tid] = n;  // the engine thread(s) this backend started
   }
   ASSERT_FALSE(start.empty());
+  at::Tensor t = at::ones({4});
+  for (int i = 0; i < 50; ++i) {
+    comm->allReduce(t);  // blocking
+    auto work = comm->allReduceAsync(t, ReduceOp::kSum);
+    EXPECT_TRUE(work->isCompleted());  // ran on this thread, before the call returned
+    work->wait();
+  }
+  EXPECT_TRUE(at::equal(t, at::ones({4})));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   const auto after = threadWakeups();
   for (const auto& [tid, n] : start) {
-    EXPECT_LE(after.at(tid) - n, 3) << "engine thread " << tid << " woke while idle";
+    EXPECT_LE(after.at(tid) - n, 3) << "engine thread " << tid << " woke " << after.at(tid) - n
+                                    << " times for 50 async ops and 300 idle ms";
   }
   comm.reset();  // shutdown wakes and joins the engine: no hang
 }
