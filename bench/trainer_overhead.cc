@@ -283,9 +283,8 @@ int main(int argc, char** argv) {
     }
     // The first run in a process is slower whatever it runs (the heap grows, pages are
     // first touched, lazy symbols bind; one launch here: 0.80 for its first pair, 0.98-1.11
-    // for the next three). The A B,
-    // B A order would charge that to the Trainer in every launch, so both variants run
-    // once, untimed, first.
+    // for the next three). The A B, B A order would charge that to the Trainer in every
+    // launch, so both variants run once, untimed, first.
     for (int r = 0; r < o.warmRuns; ++r) {
       runTrainer(train, total, *comm);
       runHandwritten(train, total);
