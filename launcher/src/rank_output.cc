@@ -54,6 +54,14 @@ void LineRelay::emit(std::string line) {
   if (held_.size() > kHeldLines) held_.pop_front();
 }
 
+void LineRelay::emitCompleteLines() {
+  size_t start = 0;
+  for (size_t nl; (nl = partial_.find('\n', start)) != std::string::npos; start = nl + 1) {
+    emit(partial_.substr(start, nl - start));
+  }
+  partial_.erase(0, start);
+}
+
 bool LineRelay::pump() {
   if (source_ < 0) return false;
   char buf[16384];
@@ -65,11 +73,7 @@ bool LineRelay::pump() {
     return false;
   }
   partial_.append(buf, static_cast<size_t>(n));
-  size_t start = 0;
-  for (size_t nl; (nl = partial_.find('\n', start)) != std::string::npos; start = nl + 1) {
-    emit(partial_.substr(start, nl - start));
-  }
-  partial_.erase(0, start);
+  emitCompleteLines();
   while (partial_.size() >= kMaxLine) {
     emit(partial_.substr(0, kMaxLine));
     partial_.erase(0, kMaxLine);
@@ -88,11 +92,7 @@ void LineRelay::finish() {
     if (n <= 0) break;
     partial_.append(buf, static_cast<size_t>(n));
   }
-  size_t start = 0;
-  for (size_t nl; (nl = partial_.find('\n', start)) != std::string::npos; start = nl + 1) {
-    emit(partial_.substr(start, nl - start));
-  }
-  partial_.erase(0, start);
+  emitCompleteLines();
   if (!partial_.empty()) emit(std::move(partial_));
   partial_.clear();
 }

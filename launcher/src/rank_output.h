@@ -49,6 +49,7 @@ class LineRelay {
 
  private:
   void emit(std::string line);  // line without its newline
+  void emitCompleteLines();     // emits every whole line in partial_, keeps the rest
 
   int source_;
   int target_;
