@@ -7,8 +7,9 @@
 //                token-mean loss, clip_grad_norm_, the same batches in the same order
 //                (GlobalBatchPlan, as the Trainer's loader) and the same initial weights.
 // Both run in the same process, alternating (A B, then B A, ...), after --warm-runs untimed
-// pairs (default 1) that take the process's cold start out of the first measured run. Steps/s is measured from
-// the end of warmup step W to the end of the last step. Prints per run:
+// pairs (default 1) that take the process's cold start out of the first measured run.
+// Steps/s is measured from the end of warmup step W to the end of the last step. Prints per
+// run:
 //   RATE trainer|handwritten <steps/s> <measured steps> <tokens in measured steps>
 //   LOSS trainer|handwritten <mean loss over all steps>
 //   PHASES trainer|handwritten <phase>=<ms per step> ... (TrainOutput::phaseSeconds; the
@@ -237,9 +238,9 @@ Options parse(int argc, char** argv) {
         throw ConfigError("--only takes trainer or handwritten");
       }
     } else {
-      throw ConfigError(
-          "unknown option " + flag +
-          " (--steps N --warmup W --repeats R --dump-order FILE --warm-runs N --only trainer|handwritten)");
+      throw ConfigError("unknown option " + flag +
+                        " (--steps N --warmup W --repeats R --dump-order FILE --warm-runs N "
+                        "--only trainer|handwritten)");
     }
   }
   if (o.steps < 1 || o.warmup < 1 || o.repeats < 1 || o.warmRuns < 0) {
