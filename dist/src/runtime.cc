@@ -8,6 +8,7 @@
 
 #include "cohort/dist/error.h"
 #include "cohort/dist/log.h"
+#include "exit_order_internal.h"
 #include "mpi_check.h"
 
 namespace cohort::dist {
@@ -74,7 +75,9 @@ Runtime::Runtime(int* argc, char*** argv) {
     MPI_Comm_free(&local);
     topology_.nodeIndex = node[0];
     topology_.nodeCount = node[1];
+    detail::openWorldExitOrder();  // a private duplicate of the world: collective here
   } catch (...) {
+    detail::closeWorldExitOrder(false);
     gInitialized.store(false);
     throw;
   }
@@ -82,6 +85,7 @@ Runtime::Runtime(int* argc, char*** argv) {
 
 Runtime::~Runtime() {
   gInitialized.store(false);
+  detail::closeWorldExitOrder(!gBroken.load());
   if (!ownsMpi_) return;
   if (gBroken.load()) {
     // A peer may be gone or stuck: MPI_Finalize could block forever. Leave it to the
