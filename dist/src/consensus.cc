@@ -101,6 +101,10 @@ Consensus::~Consensus() = default;
 int Consensus::rank() const { return backend_->rank(); }
 int Consensus::size() const { return backend_->size(); }
 
+void Consensus::barrier() {
+  run("barrier", [&] { return backend_->barrier(); });
+}
+
 void Consensus::abort(const std::string& reason) { backend_->abort(reason); }
 
 template <class F>

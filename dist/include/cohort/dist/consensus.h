@@ -104,6 +104,9 @@ class Consensus {
     return out;
   }
 
+  // Returns once every rank of the group has called it.
+  void barrier();
+
   // Not collective: tells the peers this rank failed (see Backend::abort).
   void abort(const std::string& reason);
 
