@@ -267,7 +267,8 @@ SaveResult Checkpointer::saveNow(const std::string& dir, const std::vector<SaveP
       err = e.what();
     }
   }
-  consensus_.agree<CheckpointError>(err.empty() ? "" : "checkpoint " + dir + " not published: " + err);
+  consensus_.agree<CheckpointError>(err.empty() ? ""
+                                                : "checkpoint " + dir + " not published: " + err);
   SaveResult out;
   out.dir = dir;
   out.bytes = totalBytes;

@@ -140,9 +140,8 @@ std::vector<std::string> Consensus::allGather(const std::string& mine) {
   for (std::size_t c : counts) total += c;
   std::string all(total, '\0');
   if (total > 0) {
-    run("all_gather", [&] {
-      return backend_->allGatherV(mine.data(), all.data(), counts, DType::kUInt8);
-    });
+    run("all_gather",
+        [&] { return backend_->allGatherV(mine.data(), all.data(), counts, DType::kUInt8); });
   }
   std::vector<std::string> out;
   out.reserve(counts.size());
@@ -171,8 +170,7 @@ std::string Consensus::shareFromRoot(const std::string& value, int root) {
                     " is not a rank of this group of " + std::to_string(size()));
   }
   std::int64_t n = rank() == root ? static_cast<std::int64_t>(value.size()) : 0;
-  run("share_from_root (size)",
-      [&] { return backend_->broadcast(&n, 1, DType::kInt64, root); });
+  run("share_from_root (size)", [&] { return backend_->broadcast(&n, 1, DType::kInt64, root); });
   std::string out = rank() == root ? value : std::string(static_cast<std::size_t>(n), '\0');
   if (n > 0) {
     run("share_from_root", [&] {

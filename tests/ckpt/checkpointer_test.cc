@@ -273,8 +273,9 @@ TEST(Checkpointer, RunsOnASubGroupWhileTheOthersDoSomethingElse) {
          fs::exists(dir + "/" + ckpt::shardFileName(gSize - 1, gSize)) &&
          !fs::exists(dir + "/" + ckpt::shardFileName(gSize, gSize + 1)) &&
          ckpt::inspectCheckpoint(dir, true).status == ckpt::CheckpointStatus::kValid;
-    if (!ok) why = "group " + std::to_string(color) + ": world_size " +
-                   std::to_string(m.world_size()) + ", group size " + std::to_string(gSize);
+    if (!ok)
+      why = "group " + std::to_string(color) + ": world_size " + std::to_string(m.world_size()) +
+            ", group size " + std::to_string(gSize);
   } catch (const std::exception& e) {
     why = e.what();
   }

@@ -1,6 +1,8 @@
 // dist::Consensus with real ranks: one rank's typed error becomes the same error on every
 // rank, root's value and records reach every rank, a sub-group agrees on its own, and a
 // rank that stays away turns into a TimeoutError naming the consensus and that rank.
+#include "cohort/dist/consensus.h"
+
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -8,7 +10,6 @@
 #include <memory>
 #include <thread>
 
-#include "cohort/dist/consensus.h"
 #include "cohort/dist/error.h"
 #include "test_util.h"
 
@@ -49,9 +50,9 @@ TEST(Consensus, OneRanksErrorIsTheSameTypedErrorOnEveryRank) {
   EXPECT_EQ(agreed(*c, ""), "none");
   const int failing = size - 1;
   const std::string got = agreed(*c, rank == failing ? "disk full on /scratch" : "");
-  const std::string want = size > 1 ? "ProbeError|rank " + std::to_string(failing) +
-                                          ": disk full on /scratch"
-                                    : "ProbeError|disk full on /scratch";
+  const std::string want =
+      size > 1 ? "ProbeError|rank " + std::to_string(failing) + ": disk full on /scratch"
+               : "ProbeError|disk full on /scratch";
   EXPECT_EQ(got, want);
   // Several failing ranks: the lowest one's message, the same everywhere.
   const std::string two = agreed(*c, rank >= size / 2 ? "bad " + std::to_string(rank) : "");
@@ -117,9 +118,9 @@ TEST(Consensus, ASubGroupAgreesOnItsOwn) {
     EXPECT_EQ(got, "none");
   } else {
     const int groupSize = size / 2;
-    EXPECT_EQ(got, groupSize > 1 ? "ProbeError|rank " + std::to_string(groupSize - 1) +
-                                       ": odd trouble"
-                                 : "ProbeError|odd trouble");
+    EXPECT_EQ(got, groupSize > 1
+                       ? "ProbeError|rank " + std::to_string(groupSize - 1) + ": odd trouble"
+                       : "ProbeError|odd trouble");
   }
   EXPECT_EQ(shared, "group root is world rank " + std::to_string(rank % 2));
   EXPECT_TRUE(allRanks(!got.empty()));

@@ -1,13 +1,14 @@
 // dist::ExitOrder with real ranks: the other ranks wait for the root's notice (not less),
 // the wait is bounded when the root never reports, it works on a sub-group (the group's
 // root reports, not world rank 0), and the Runtime keeps one for the world.
+#include "cohort/dist/exit_order.h"
+
 #include <gtest/gtest.h>
 #include <mpi.h>
 
 #include <chrono>
 #include <thread>
 
-#include "cohort/dist/exit_order.h"
 #include "test_util.h"
 
 namespace cohort::test {

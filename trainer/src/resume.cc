@@ -19,7 +19,7 @@ namespace fs = std::filesystem;
 
 // What rank 0 found in output_dir for a fresh start, shared as one record.
 struct FreshStartScan {
-  std::string error;  // the scan or the removal failed
+  std::string error;               // the scan or the removal failed
   std::vector<std::string> found;  // an earlier run's checkpoints (removed with overwrite)
 
   void encode(dist::RecordWriter& w) const { w.add(error).add(found); }
@@ -92,8 +92,8 @@ ResumeScan scanForResume(const TrainingArguments& args) {
     scan.candidates = resumeCandidates(args.output_dir(), &skipped, &scan.lost);
   } catch (const std::exception& e) {
     // Shared like a decision: the other ranks fail with it instead of waiting.
-    scan.error = "resume_from_checkpoint=true: cannot read output_dir " + args.output_dir() +
-                 ": " + e.what();
+    scan.error = "resume_from_checkpoint=true: cannot read output_dir " + args.output_dir() + ": " +
+                 e.what();
     return scan;
   }
   scan.skipped = static_cast<std::int64_t>(skipped.size());
@@ -114,15 +114,15 @@ ResumeScan scanForResume(const TrainingArguments& args) {
 }
 
 // Logs what the resume restored and seeds the RNG of a rank the checkpoint has no state for.
-void reportResume(const TrainingArguments& args, const TrainerState& state,
-                  const ckpt::Manifest& m, const LoadReport& r, const std::string& dir,
-                  int rank, int world, bool withOptimizer) {
+void reportResume(const TrainingArguments& args, const TrainerState& state, const ckpt::Manifest& m,
+                  const LoadReport& r, const std::string& dir, int rank, int world,
+                  bool withOptimizer) {
   if (rank == 0) {
     COHORT_LOG_INFO("resumed from {} at step {} (epoch {:.3f}, {} samples consumed){}", dir,
                     state.globalStep, state.epoch, state.consumedSamples,
-                    m.world_size() == world ? std::string()
-                                            : fmt::format("; resharded from {} to {} ranks",
-                                                          m.world_size(), world));
+                    m.world_size() == world
+                        ? std::string()
+                        : fmt::format("; resharded from {} to {} ranks", m.world_size(), world));
   }
   if (m.world_size() != world) {
     COHORT_LOG_INFO("resume: rank {} read {:.1f} MiB from the {} shards", rank,
@@ -173,8 +173,8 @@ DataPosition loadCheckpoint(const TrainingArguments& args, TrainerState& state,
 }  // namespace
 
 std::unique_ptr<dist::Consensus> makeRunConsensus(const dist::Communicator& comm) {
-  auto consensus = std::make_unique<dist::Consensus>(
-      MPI_COMM_WORLD, dist::ConsensusOptions::fromEnv("checkpoint"));
+  auto consensus = std::make_unique<dist::Consensus>(MPI_COMM_WORLD,
+                                                     dist::ConsensusOptions::fromEnv("checkpoint"));
   if (consensus->size() != comm.size()) {
     throw DistError("the Trainer's communicator has " + std::to_string(comm.size()) +
                     " ranks but the world " + std::to_string(consensus->size()) +
@@ -190,17 +190,17 @@ void startFresh(const TrainingArguments& args, dist::Consensus& consensus) {
     throw ConfigError(consensus.size() > 1 ? "rank 0: " + scan.error : scan.error);
   }
   if (!scan.found.empty() && !args.overwrite_output_dir()) {
-    throw ConfigError("output_dir " + args.output_dir() +
-                      " holds checkpoints of an earlier run (" + joined(scan.found, ", ") +
+    throw ConfigError("output_dir " + args.output_dir() + " holds checkpoints of an earlier run (" +
+                      joined(scan.found, ", ") +
                       ") and this run does not resume: set resume_from_checkpoint=true to "
                       "continue it, overwrite_output_dir=true to delete them and start over, "
                       "or use another output_dir");
   }
 }
 
-DataPosition resumeRun(const TrainingArguments& args, TrainerState& state,
-                       const TrainingState& ts, dist::Consensus& consensus,
-                       ckpt::Checkpointer& cp, const GlobalBatchPlan& plan, bool withOptimizer) {
+DataPosition resumeRun(const TrainingArguments& args, TrainerState& state, const TrainingState& ts,
+                       dist::Consensus& consensus, ckpt::Checkpointer& cp,
+                       const GlobalBatchPlan& plan, bool withOptimizer) {
   const bool latest = resumeKind(args) == ResumeKind::kLatest;
   std::vector<std::string> candidates{args.resume_from_checkpoint()};
   if (latest) {
@@ -221,10 +221,10 @@ DataPosition resumeRun(const TrainingArguments& args, TrainerState& state,
     }
     if (scan.candidates.empty()) {
       // A checkpoint had completed and is damaged: its training would be lost silently.
-      throw ConfigError("resume_from_checkpoint=true but no valid checkpoint in " +
-                        args.output_dir() + " (" + std::to_string(scan.skipped) +
-                        " incomplete or corrupt skipped); completed but damaged: " +
-                        joined(scan.lost, "; "));
+      throw ConfigError(
+          "resume_from_checkpoint=true but no valid checkpoint in " + args.output_dir() + " (" +
+          std::to_string(scan.skipped) +
+          " incomplete or corrupt skipped); completed but damaged: " + joined(scan.lost, "; "));
     }
     candidates = scan.candidates;
   }
@@ -233,7 +233,8 @@ DataPosition resumeRun(const TrainingArguments& args, TrainerState& state,
       return loadCheckpoint(args, state, ts, cp, plan, withOptimizer, candidates[i]);
     } catch (const CheckpointCorrupt& e) {
       if (!latest || i + 1 == candidates.size()) throw;
-      if (consensus.rank() == 0) COHORT_LOG_WARN("resume: skipping {}: {}", candidates[i], e.what());
+      if (consensus.rank() == 0)
+        COHORT_LOG_WARN("resume: skipping {}: {}", candidates[i], e.what());
     }
   }
   return {};

@@ -7,13 +7,13 @@
 #include <memory>
 
 #include "checkpointing.h"
+#include "cohort/dist/consensus.h"
 #include "cohort/trainer/data.h"
 #include "cohort/trainer/trainer.h"
 #include "save_policy.h"
 
 namespace cohort::dist {
 class Communicator;
-class Consensus;
 }  // namespace cohort::dist
 
 namespace cohort::trainer {
@@ -35,8 +35,8 @@ void startFresh(const TrainingArguments& args, dist::Consensus& consensus);
 // "true", incomplete or corrupt checkpoints are skipped (and reported) in favour of the
 // next older valid one; a checkpoint that had completed and is damaged, with nothing valid
 // left, is a ConfigError.
-DataPosition resumeRun(const TrainingArguments& args, TrainerState& state,
-                       const TrainingState& ts, dist::Consensus& consensus,
-                       ckpt::Checkpointer& cp, const GlobalBatchPlan& plan, bool withOptimizer);
+DataPosition resumeRun(const TrainingArguments& args, TrainerState& state, const TrainingState& ts,
+                       dist::Consensus& consensus, ckpt::Checkpointer& cp,
+                       const GlobalBatchPlan& plan, bool withOptimizer);
 
 }  // namespace cohort::trainer

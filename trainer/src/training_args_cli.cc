@@ -12,17 +12,6 @@ namespace {
 
 using namespace args_detail;
 
-[[noreturn]] void unknownOption(const std::string& shownName, const std::string& name) {
-  std::string msg = "unknown option --" + shownName;
-  if (auto s = suggestField(name)) {
-    msg += " (did you mean --" + *s + "?)";
-  } else {
-    msg += " (not a TrainingArguments field; --help lists them)";
-  }
-  throw ConfigError(msg);
-}
-
-
 // The default of a field as --help shows it.
 std::string defaultText(const FD* f) {
   if (f->is_repeated()) return "[]";

@@ -56,7 +56,6 @@ void jsonDouble(std::ostringstream& out, double v) {
   out << std::string_view(buf, res.ptr - buf);
 }
 
-
 }  // namespace
 
 namespace args_detail {

@@ -61,6 +61,8 @@ std::optional<std::string> closest(std::string_view name, const std::vector<std:
 std::vector<std::string> fieldNames();
 // A suggestion for a misspelt field name: generous for long names, at least 2 edits.
 std::optional<std::string> suggestField(std::string_view name);
+// ConfigError for --<shownName>, suggesting the closest field.
+[[noreturn]] void unknownOption(const std::string& shownName, const std::string& name);
 
 // (training_args_dump.cc) One element (or the singular value) of field f as JSON.
 void jsonElement(std::ostringstream& out, const pb::Message& m, const FD* f, int i);

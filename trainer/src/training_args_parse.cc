@@ -58,6 +58,16 @@ std::optional<std::string> suggestField(std::string_view name) {
   return closest(name, fieldNames(), std::max<std::size_t>(2, name.size() / 3));
 }
 
+[[noreturn]] void unknownOption(const std::string& shownName, const std::string& name) {
+  std::string msg = "unknown option --" + shownName;
+  if (auto s = suggestField(name)) {
+    msg += " (did you mean --" + *s + "?)";
+  } else {
+    msg += " (not a TrainingArguments field; --help lists them)";
+  }
+  throw ConfigError(msg);
+}
+
 }  // namespace args_detail
 
 namespace {

@@ -210,8 +210,8 @@ void checkJitCheckpoint(const TrainingArguments& a) {
     try {
       signalFromName(sig);
     } catch (const ConfigError&) {
-      fail("jit_checkpoint_signals", "unknown signal \"" + sig +
-                                         "\" (allowed: SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2)");
+      fail("jit_checkpoint_signals",
+           "unknown signal \"" + sig + "\" (allowed: SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2)");
     }
   }
 }
