@@ -18,7 +18,7 @@
 #include <string_view>
 #include <vector>
 
-#include "training_args.pb.h"
+#include "cohort/trainer/training_args.pb.h"
 
 namespace cohort::trainer {
 
