@@ -58,9 +58,7 @@ class PosixFileOps : public FileOps {
   int rename(const std::string& from, const std::string& to) override {
     return std::rename(from.c_str(), to.c_str()) == 0 ? 0 : errno;
   }
-  int remove(const std::string& path) override {
-    return ::unlink(path.c_str()) == 0 ? 0 : errno;
-  }
+  int remove(const std::string& path) override { return ::unlink(path.c_str()) == 0 ? 0 : errno; }
   int createDirectories(const std::string& path) override {
     std::error_code ec;
     std::filesystem::create_directories(path, ec);

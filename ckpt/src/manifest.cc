@@ -77,8 +77,8 @@ std::optional<std::int64_t> stepOfName(const std::string& name) {
 void createSentinel(const std::string& dir) {
   FileOps& ops = fileOps();
   checkStep(ops.createDirectories(dir), step::kSentinelCreate, "create directory", dir);
-  writeFileDurably((fs::path(dir) / kSentinelName).string(), kSentinelText,
-                   step::kSentinelCreate, step::kSentinelCreate, step::kSentinelCreate);
+  writeFileDurably((fs::path(dir) / kSentinelName).string(), kSentinelText, step::kSentinelCreate,
+                   step::kSentinelCreate, step::kSentinelCreate);
   checkStep(ops.syncPath(dir), step::kSentinelCreate, "fsync directory", dir);
   const std::string parent = fs::path(dir).parent_path().string();
   checkStep(ops.syncPath(parent), step::kSentinelCreate, "fsync directory", parent);

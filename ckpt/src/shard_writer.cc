@@ -134,8 +134,7 @@ class DirectWriter {
     if (error_) std::rethrow_exception(error_);
   }
   void writeAll(WritableFile& file, const char* p, std::int64_t n, std::int64_t off) {
-    checkStep(file.writeAt(p, static_cast<std::size_t>(n), off), step::kShardWrite, "write",
-              path_);
+    checkStep(file.writeAt(p, static_cast<std::size_t>(n), off), step::kShardWrite, "write", path_);
   }
   void run() {
     for (;;) {

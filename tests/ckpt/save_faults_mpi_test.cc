@@ -41,22 +41,40 @@ std::vector<CollectiveCase> collectiveCases(int world) {
   const std::string sentinel = ckpt::kSentinelName;
   const std::string lastShard = ckpt::shardFileName(world - 1, world);
   return {
-      {"sentinel create", false, {FaultOp::kOpen, sentinel + ".tmp"}, step::kSentinelCreate,
+      {"sentinel create",
+       false,
+       {FaultOp::kOpen, sentinel + ".tmp"},
+       step::kSentinelCreate,
        sentinel + ".tmp"},
       {"shard create", true, {FaultOp::kOpen, lastShard}, step::kShardCreate, lastShard},
       {"shard write", true, {FaultOp::kWrite, lastShard}, step::kShardWrite, lastShard},
       {"shard fsync", true, {FaultOp::kSync, lastShard}, step::kShardFsync, lastShard},
-      {"manifest write", false, {FaultOp::kWrite, "manifest.pb.tmp"}, step::kManifestWrite,
+      {"manifest write",
+       false,
+       {FaultOp::kWrite, "manifest.pb.tmp"},
+       step::kManifestWrite,
        "manifest.pb.tmp"},
-      {"manifest fsync", false, {FaultOp::kSync, "manifest.pb.tmp"}, step::kManifestFsync,
+      {"manifest fsync",
+       false,
+       {FaultOp::kSync, "manifest.pb.tmp"},
+       step::kManifestFsync,
        "manifest.pb.tmp"},
-      {"manifest publish", false, {FaultOp::kRename, ckpt::kManifestName},
-       step::kManifestPublish, ckpt::kManifestName},
-      {"directory fsync", false, {FaultOp::kSyncPath, "checkpoint-2", 3}, step::kDirectoryFsync,
+      {"manifest publish",
+       false,
+       {FaultOp::kRename, ckpt::kManifestName},
+       step::kManifestPublish,
+       ckpt::kManifestName},
+      {"directory fsync",
+       false,
+       {FaultOp::kSyncPath, "checkpoint-2", 3},
+       step::kDirectoryFsync,
        ""},
       {"sentinel removal", false, {FaultOp::kRemove, sentinel}, step::kSentinelRemove, sentinel},
-      {"sentinel removal fsync", false, {FaultOp::kSyncPath, "checkpoint-2", 4},
-       step::kSentinelRemove, ""},
+      {"sentinel removal fsync",
+       false,
+       {FaultOp::kSyncPath, "checkpoint-2", 4},
+       step::kSentinelRemove,
+       ""},
   };
 }
 
@@ -64,10 +82,10 @@ std::vector<ckpt::SavePiece> piecesOf(const std::vector<at::Tensor>& g, int worl
   std::vector<ckpt::SavePiece> out;
   for (std::size_t i = 0; i < g.size(); ++i) {
     const auto [lo, hi] = dist::partitionOf(static_cast<std::size_t>(g[i].numel()), world, rank);
-    out.push_back({"t" + std::to_string(i),
-                   g[i].reshape({-1}).slice(0, static_cast<std::int64_t>(lo),
-                                            static_cast<std::int64_t>(hi)),
-                   g[i].sizes().vec(), static_cast<std::int64_t>(lo)});
+    out.push_back(
+        {"t" + std::to_string(i),
+         g[i].reshape({-1}).slice(0, static_cast<std::int64_t>(lo), static_cast<std::int64_t>(hi)),
+         g[i].sizes().vec(), static_cast<std::int64_t>(lo)});
   }
   return out;
 }

@@ -27,9 +27,9 @@ std::vector<HostTensor> faultTensors() {
 
 struct StepCase {
   const char* label;
-  Fault fault;                // err is filled in per errno
-  const char* expectedStep;   // CheckpointIoError::step()
-  std::string expectedFile;   // relative to the checkpoint dir ("" = the dir itself)
+  Fault fault;               // err is filled in per errno
+  const char* expectedStep;  // CheckpointIoError::step()
+  std::string expectedFile;  // relative to the checkpoint dir ("" = the dir itself)
 };
 
 // The order of the protocol's directory fsyncs of checkpoint-2 at world 2: 1 sentinel
@@ -39,9 +39,13 @@ std::vector<StepCase> stepCases() {
   const std::string shard0 = shardFileName(0, kWorld), shard1 = shardFileName(1, kWorld);
   const std::string dir = "checkpoint-2";
   return {
-      {"sentinel_create", {FaultOp::kOpen, sentinel + ".tmp"}, step::kSentinelCreate,
+      {"sentinel_create",
+       {FaultOp::kOpen, sentinel + ".tmp"},
+       step::kSentinelCreate,
        sentinel + ".tmp"},
-      {"sentinel_write", {FaultOp::kWrite, sentinel + ".tmp"}, step::kSentinelCreate,
+      {"sentinel_write",
+       {FaultOp::kWrite, sentinel + ".tmp"},
+       step::kSentinelCreate,
        sentinel + ".tmp"},
       {"sentinel_dir_fsync", {FaultOp::kSyncPath, dir, 1}, step::kSentinelCreate, ""},
       {"shard_create", {FaultOp::kOpen, shard1}, step::kShardCreate, shard1},
@@ -49,13 +53,21 @@ std::vector<StepCase> stepCases() {
       {"shard_write_second_rank", {FaultOp::kWrite, shard1, 2}, step::kShardWrite, shard1},
       {"shard_fsync", {FaultOp::kSync, shard1}, step::kShardFsync, shard1},
       {"shard_dir_fsync", {FaultOp::kSyncPath, dir, 3}, step::kDirectoryFsync, ""},
-      {"manifest_write", {FaultOp::kWrite, "manifest.pb.tmp"}, step::kManifestWrite,
+      {"manifest_write",
+       {FaultOp::kWrite, "manifest.pb.tmp"},
+       step::kManifestWrite,
        "manifest.pb.tmp"},
-      {"manifest_text_write", {FaultOp::kOpen, "manifest.txtpb.tmp"}, step::kManifestWrite,
+      {"manifest_text_write",
+       {FaultOp::kOpen, "manifest.txtpb.tmp"},
+       step::kManifestWrite,
        "manifest.txtpb.tmp"},
-      {"manifest_fsync", {FaultOp::kSync, "manifest.pb.tmp"}, step::kManifestFsync,
+      {"manifest_fsync",
+       {FaultOp::kSync, "manifest.pb.tmp"},
+       step::kManifestFsync,
        "manifest.pb.tmp"},
-      {"manifest_publish", {FaultOp::kRename, kManifestName}, step::kManifestPublish,
+      {"manifest_publish",
+       {FaultOp::kRename, kManifestName},
+       step::kManifestPublish,
        kManifestName},
       {"publish_dir_fsync", {FaultOp::kSyncPath, dir, 4}, step::kDirectoryFsync, ""},
       {"sentinel_removal", {FaultOp::kRemove, sentinel}, step::kSentinelRemove, sentinel},
