@@ -8,11 +8,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "cohort/ckpt/checkpointer.h"
 #include "cohort/dist/consensus.h"
 #include "cohort/dist/types.h"
+#include "faulty_file_ops.h"
 #include "test_util.h"
 
 namespace cohort::test {
@@ -48,7 +50,7 @@ ckpt::SavePiece pieceOf(const std::string& name, const at::Tensor& t, int world,
 std::vector<at::Tensor> globals() {
   at::manual_seed(3);
   return {at::randn({300, 257}, at::kDouble),  // large: the O_DIRECT path, odd size
-          at::randn({7}, at::kFloat),          // small: written by HDF5
+          at::randn({7}, at::kFloat),          // small: packed, buffered writes
           at::randint(0, 1000, {33, 3}, at::kLong), at::randn({1000}, at::kHalf),
           at::randn({513}, at::kBFloat16)};
 }
@@ -102,16 +104,19 @@ TEST(Checkpointer, AFailedRankIsTheSameErrorEverywhereAndNothingIsPublished) {
   }();
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
-  ckpt::WriteOptions bad;
-  if (rank == world - 1) bad.failAfterBytesForTesting = 1000;  // "disk full" on the last rank
   auto consensus = consensusOver(MPI_COMM_WORLD);
-  ckpt::Checkpointer good(*consensus), failing(*consensus, bad);
+  ckpt::Checkpointer good(*consensus), failing(*consensus);
   const std::string root = sharedTempDir(good, "fail");
   const auto g = globals();
   std::vector<ckpt::SavePiece> pieces{pieceOf("w", g[0], world, rank)};
   good.save(root + "/checkpoint-1", pieces, {});
+  // "Disk full" on the last rank after 1000 payload bytes of its shard.
+  ckpt::testing::FaultyFileOps full({ckpt::testing::FaultOp::kWrite, "*.h5", 1, ENOSPC, 1000});
+  std::optional<ckpt::testing::ScopedFileOps> installed;
+  if (rank == world - 1) installed.emplace(&full);
   const std::string msg = messageOf<CheckpointError>(
       [&] { failing.save(root + "/checkpoint-2", pieces, {}); });
+  installed.reset();
   // The same message on every rank, naming the rank and the file.
   const std::string expectRank = "rank " + std::to_string(world - 1);
   EXPECT_NE(msg.find(expectRank), std::string::npos) << msg;

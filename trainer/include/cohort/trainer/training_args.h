@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "cohort/trainer/program_exit.h"  // exitCodeFor, reportFatalError
-#include "training_args.pb.h"
+#include "cohort/trainer/training_args.pb.h"
 
 namespace cohort::trainer {
 
