@@ -148,7 +148,7 @@ faultTest() {
     partition) mhPartition h1 ;;
     kill) mhKillHost h1 ;;
   esac
-  echo "     $fault of h1 at $(grep -o 'step [0-9]*/400' run.log | tail -1) (phase of rank 2: $(cat pids/phase-2 2> /dev/null))"
+  echo "     $fault of h1 ${SECONDS} s into the test, at $(grep -o 'step [0-9]*/400' run.log | tail -1) (phase of rank 2: $(cat pids/phase-2 2> /dev/null))"
   while kill -0 $job 2> /dev/null; do
     [[ -z $t_err ]] && grep -q "error (rank 0)" run.log && t_err=$(since "$t0")
     sleep 0.1
@@ -180,6 +180,7 @@ faultTest() {
     done
   fi
   checkpointsSane
+  echo "     test done after ${SECONDS} s"
   echo "ok   $fault of h1: rank 0's error after $t_err s, cohort run exit $rc after $t_end s"
   echo "     $(grep -m1 "error (rank 0)" run.log | cut -c1-400)"
   echo "     $(grep "failed first" run.log)"
@@ -214,9 +215,9 @@ case $mode in
   slow) testSlow ;;
   partition) faultTest midStep13 partition ;;
   lost_host) faultTest midStep13 kill ;;
-  save) faultTest savingCheckpoint20 partition --probe-ballast-mb=256 ;;
+  save) faultTest savingCheckpoint20 partition --probe-ballast-mb=48 ;;
   eval)
-    faultTest "phaseIs E" partition --eval_strategy=steps --eval_steps=15 --probe-data-ms=150
+    faultTest "phaseIs E" partition --eval_strategy=steps --eval_steps=15 --probe-data-ms=40
     ;;
   *) fail "unknown mode $mode" ;;
 esac
