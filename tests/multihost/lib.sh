@@ -9,7 +9,8 @@
 # is touched. Tests hold /tmp/cohort-multihost.lock for their whole run (one set of hosts
 # on the machine at a time), and a test removes whatever a killed run left behind.
 #
-#   mhInit H WORKDIR       check the capabilities (fail, never skip), lock, clean up
+#   mhRunLocked "$0" "$@"  first line of a test: run it again holding the lock
+#   mhInit H WORKDIR       check the capabilities (fail, never skip), clean up
 #                          leftovers, create H hosts, trap EXIT to remove them again
 #   mhExec HOST CMD...     run CMD on HOST (network namespace + hostname)
 #   mhMpiEnv               export the OMPI_MCA_* settings that launch over the namespaces:
@@ -87,12 +88,23 @@ mhTeardown() {
   exit "$rc"
 }
 
+# First thing in a test script: mhRunLocked "$0" "$@". Runs the script again under
+# flock(1), which holds the lock itself and closes it for the script (-o): an mpirun that a
+# killed run leaves behind must not keep the next run waiting.
+mhRunLocked() {
+  [[ ${MH_LOCKED:-} == 1 ]] && return 0
+  command -v flock > /dev/null || fail "multihost tests need 'flock' (util-linux)"
+  MH_LOCKED=1 flock -o -w 600 -E 75 "$MH_LOCK" bash "$@"
+  local rc=$?
+  ((rc == 75)) && fail "waited 600 s for $MH_LOCK (another multihost test holds it)"
+  exit "$rc"
+}
+
 mhInit() {
   local n=$1 i
   MH_WORK=$2
   mhRequire
-  exec {MH_LOCK_FD}> "$MH_LOCK"
-  flock -w 600 "$MH_LOCK_FD" || fail "waited 600 s for $MH_LOCK (another multihost test)"
+  [[ ${MH_LOCKED:-} == 1 ]] || fail "mhInit: start the test through mhRunLocked"
   trap mhTeardown EXIT
   trap 'exit 143' TERM INT
   mhCleanupAll

@@ -17,10 +17,11 @@
 #   incomplete, and the newest complete one verifies.
 # Usage: multihost_test.sh MODE COHORT PROBE COMPARE_SCRIPT MPIEXEC [FLAGS...]
 set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+mhRunLocked "$0" "$@"
 mode=$1 cohort=$2 probe=$3 compare=$4
 shift 4
 mpi=("$@")
-source "$(dirname "$0")/lib.sh"
 
 timeout_s=20
 work=/tmp/cohort-multihost-$mode
@@ -159,7 +160,7 @@ faultTest() {
   [[ -n $t_err ]] || t_err=$t_end
   ((rc != 0)) || fail "cohort run exited 0 after the $fault"
   # The timeout, then at most min(5 s, timeout / 2) asking the peers where they are.
-  python3 -c "import sys; sys.exit(not float(sys.argv[1]) <= $timeout_s + 5 + 3)" "$t_err" ||
+  python3 -c "import sys; sys.exit(not float(sys.argv[1]) <= $timeout_s + 5 + 5)" "$t_err" ||
     fail "rank 0's error came $t_err s after the $fault (collective timeout $timeout_s s + 5 s)"
   # The survivors' errors: the collective, the missing ranks, their host.
   local r line
