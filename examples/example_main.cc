@@ -31,9 +31,11 @@ int reportWithHosts(const std::exception& e, const dist::Runtime* runtime, int r
     return trainer::reportFatalError(e, rank);
   }
   const dist::Topology& t = runtime->topology();
-  const std::string hosts = t.nodeCount <= 32 ? dist::describeHosts(t)
-                                              : std::to_string(t.nodeCount) + ": see the start-up line";
-  const std::runtime_error withHosts("on " + t.hostname + ": " + e.what() + " [hosts: " + hosts + "]");
+  const std::string hosts = t.nodeCount <= 32
+                                ? dist::describeHosts(t)
+                                : std::to_string(t.nodeCount) + ": see the start-up line";
+  const std::runtime_error withHosts("on " + t.hostname + ": " + e.what() + " [hosts: " + hosts +
+                                     "]");
   trainer::reportFatalError(withHosts, rank);
   return trainer::exitCodeFor(e);
 }

@@ -91,15 +91,15 @@ testLaunch() {
   echo "ok   cohort run -H h0:2,h1:2: ranks 0,1 on h0 and 2,3 on h1, $tcp TCP connections between the hosts, parameters equal to one host's (mpirun -np 4)"
 }
 
-# Starts a 16-step run, switches FAULT... on at step 3 and off again after the run.
+# Starts a 12-step run, switches FAULT... on at step 2 and off again after the run.
 faultyRun() {
   local name=$1 kind=$2
   shift 2
   local t0
   t0=$(now)
-  launch "$name" --max_steps=16 --save_strategy=no --probe-out="$work/$name.txt" &
+  launch "$name" --max_steps=12 --save_strategy=no --probe-out="$work/$name.txt" &
   local job=$!
-  waitFor 60 "step 3 of $name" grep -q "step 3/16" "$work/$name.log"
+  waitFor 60 "step 2 of $name" grep -q "step 2/12" "$work/$name.log"
   case $kind in
     wire) mhWireStart h1 "$@" ;;
     tbf) mhRate h1 "$@" ;;
@@ -123,7 +123,7 @@ faultyRun() {
 testSlow() {
   local t0
   t0=$(now)
-  launch clean --max_steps=16 --save_strategy=no --probe-out="$work/clean.txt" ||
+  launch clean --max_steps=12 --save_strategy=no --probe-out="$work/clean.txt" ||
     { tail -30 clean.log; fail "clean run"; }
   echo "     clean run: $(since "$t0") s"
   faultyRun delay wire --delay-ms 25 --rate-mbit 20
