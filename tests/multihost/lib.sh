@@ -44,9 +44,11 @@ mhIp() { echo "$MH_SUBNET.$((${1#h} + 1))"; }
 mhRequire() {
   [[ $(id -u) -eq 0 ]] || fail "multihost tests need root (network namespaces, veth, tc); run as root"
   local tool
-  for tool in ip tc unshare flock nsenter; do
+  for tool in ip tc ss unshare flock; do
     command -v "$tool" > /dev/null || fail "multihost tests need '$tool' on PATH (iproute2 / util-linux)"
   done
+  [[ -x /usr/bin/python3 ]] || fail "multihost tests need /usr/bin/python3 (wire.py, the reachability check)"
+  [[ -c /dev/net/tun ]] || fail "multihost tests need /dev/net/tun (wire.py's delay and loss)"
   ip netns list > /dev/null 2>&1 || fail "'ip netns' does not work here: $(ip netns list 2>&1)"
   unshare --uts true 2> /dev/null || fail "cannot create a UTS namespace (unshare --uts): need CAP_SYS_ADMIN"
 }
