@@ -7,7 +7,8 @@
 #     tensors (via `cohort ckpt export` HDF5, read with h5py) and differs from init;
 #  4. a file with a missing, an unexpected and a shape-mismatched name: every rank exits 2,
 #     ONE "config error:" line lists all three, nothing is trained or written;
-#  5. a file whose names carry "model.": fails without the prefix map, loads with it.
+#  5. a file whose names carry "model.": fails without the prefix map, loads with it;
+#  and a Cohort checkpoint directory as the initialisation (3b).
 # Usage: weights_finetune_test.sh PROBE COHORT CHECK_PY WORK MPIEXEC [MPIEXEC_FLAGS...]
 set -u
 probe=$1 cohort=$2 check=$3 work=$4 mpiexec=$5
@@ -64,6 +65,13 @@ every_rank tuned 2 0
 py equals-h5 "$work/tuned/model.safetensors" "$work/tuned.h5" keep || fail "saveModel != checkpoint"
 py differ "$work/init.safetensors" "$work/tuned/model.safetensors" >/dev/null ||
   fail "training did not change the weights"
+
+# 3b. a Cohort checkpoint as the initialisation (its model/ tensors), on 1 rank.
+run from_ckpt 1 init="$work/tuned/checkpoint-3" "${common[@]}" --output_dir="$work/from_ckpt" \
+  --max_steps=1 --learning_rate=0 --save_strategy=no
+every_rank from_ckpt 1 0
+py same "$work/tuned/model.safetensors" "$work/from_ckpt/model.safetensors" ||
+  fail "init from a checkpoint: saved != the checkpoint's weights"
 
 # 4. strict: one error with all three names, exit 2 on every rank, before training.
 run strict 2 init="$work/bad.safetensors" "${common[@]}" --output_dir="$work/strict" --max_steps=2
