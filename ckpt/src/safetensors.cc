@@ -30,10 +30,10 @@ const std::pair<const char*, const char*> kDtypes[] = {
 
 struct Json {
   enum Kind { kNull, kBool, kNumber, kString, kArray, kObject } kind = kNull;
-  std::string text;         // kString
-  std::uint64_t number = 0;  // kNumber: non-negative integers only
-  bool integer = false;      // kNumber: fits the above exactly
-  std::vector<Json> items;   // kArray
+  std::string text;                                   // kString
+  std::uint64_t number = 0;                           // kNumber: non-negative integers only
+  bool integer = false;                               // kNumber: fits the above exactly
+  std::vector<Json> items;                            // kArray
   std::vector<std::pair<std::string, Json>> members;  // kObject, in file order
 };
 
@@ -168,10 +168,14 @@ class JsonParser {
     for (int i = 0; i < 4; ++i, ++p_) {
       const char c = *p_;
       v <<= 4;
-      if (c >= '0' && c <= '9') v |= static_cast<std::uint32_t>(c - '0');
-      else if (c >= 'a' && c <= 'f') v |= static_cast<std::uint32_t>(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F') v |= static_cast<std::uint32_t>(c - 'A' + 10);
-      else fail("bad \\u escape");
+      if (c >= '0' && c <= '9')
+        v |= static_cast<std::uint32_t>(c - '0');
+      else if (c >= 'a' && c <= 'f')
+        v |= static_cast<std::uint32_t>(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F')
+        v |= static_cast<std::uint32_t>(c - 'A' + 10);
+      else
+        fail("bad \\u escape");
     }
     return v;
   }
@@ -191,12 +195,26 @@ class JsonParser {
       if (p_ == end_) fail("unterminated string");
       const char e = *p_++;
       switch (e) {
-        case '"': case '\\': case '/': s.push_back(e); break;
-        case 'b': s.push_back('\b'); break;
-        case 'f': s.push_back('\f'); break;
-        case 'n': s.push_back('\n'); break;
-        case 'r': s.push_back('\r'); break;
-        case 't': s.push_back('\t'); break;
+        case '"':
+        case '\\':
+        case '/':
+          s.push_back(e);
+          break;
+        case 'b':
+          s.push_back('\b');
+          break;
+        case 'f':
+          s.push_back('\f');
+          break;
+        case 'n':
+          s.push_back('\n');
+          break;
+        case 'r':
+          s.push_back('\r');
+          break;
+        case 't':
+          s.push_back('\t');
+          break;
         case 'u': {
           std::uint32_t cp = hex4();
           if (cp >= 0xd800 && cp < 0xdc00) {
@@ -211,7 +229,8 @@ class JsonParser {
           appendUtf8(s, cp);
           break;
         }
-        default: fail(std::string("bad escape '\\") + e + "'");
+        default:
+          fail(std::string("bad escape '\\") + e + "'");
       }
     }
   }
@@ -243,8 +262,8 @@ std::string jsonQuote(const std::string& s) {
 void preadAll(int fd, void* dst, std::int64_t n, std::int64_t offset, const std::string& path) {
   auto* p = static_cast<char*>(dst);
   while (n > 0) {
-    const ssize_t r = ::pread(fd, p, static_cast<std::size_t>(std::min<std::int64_t>(n, 1 << 30)),
-                              offset);
+    const ssize_t r =
+        ::pread(fd, p, static_cast<std::size_t>(std::min<std::int64_t>(n, 1 << 30)), offset);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) throw CheckpointCorrupt("cannot read " + path + ": " + std::strerror(errno));
     if (r == 0) throw CheckpointCorrupt(path + ": file shorter than its header says");
@@ -261,10 +280,14 @@ SafetensorsEntry entryOf(const std::string& name, const Json& v, std::int64_t da
   const Json* shape = nullptr;
   const Json* offsets = nullptr;
   for (const auto& [k, m] : v.members) {
-    if (k == "dtype") dtype = &m;
-    else if (k == "shape") shape = &m;
-    else if (k == "data_offsets") offsets = &m;
-    else throw CheckpointCorrupt(at + ": unknown field '" + k + "'");
+    if (k == "dtype")
+      dtype = &m;
+    else if (k == "shape")
+      shape = &m;
+    else if (k == "data_offsets")
+      offsets = &m;
+    else
+      throw CheckpointCorrupt(at + ": unknown field '" + k + "'");
   }
   if (!dtype || !shape || !offsets)
     throw CheckpointCorrupt(at + ": needs dtype, shape and data_offsets");
@@ -289,13 +312,15 @@ SafetensorsEntry entryOf(const std::string& name, const Json& v, std::int64_t da
     throw CheckpointCorrupt(at + ": data_offsets is not [begin, end]");
   for (const Json& o : offsets->items) {
     if (o.kind != Json::kNumber || !o.integer || o.number > (1ull << 62))
-      throw CheckpointCorrupt(at + ": data_offsets holds a value that is not a non-negative integer");
+      throw CheckpointCorrupt(at +
+                              ": data_offsets holds a value that is not a non-negative integer");
   }
   const auto b = static_cast<std::int64_t>(offsets->items[0].number);
   const auto en = static_cast<std::int64_t>(offsets->items[1].number);
   if (en < b) throw CheckpointCorrupt(at + ": data_offsets end < begin");
   std::int64_t want = 0;
-  if (overflow || __builtin_mul_overflow(numel, static_cast<std::int64_t>(dtypeSize(e.dtype)), &want) ||
+  if (overflow ||
+      __builtin_mul_overflow(numel, static_cast<std::int64_t>(dtypeSize(e.dtype)), &want) ||
       want != en - b) {
     throw CheckpointCorrupt(at + ": " + dtype->text + " shape needs " +
                             (overflow ? std::string("more than 2^63") : std::to_string(want)) +
@@ -358,7 +383,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       if (!seen.insert(name).second)
         throw CheckpointCorrupt(where + ": tensor '" + name + "' listed twice");
       if (name == "__metadata__") {
-        if (v.kind != Json::kObject) throw CheckpointCorrupt(where + ": __metadata__ is not an object");
+        if (v.kind != Json::kObject)
+          throw CheckpointCorrupt(where + ": __metadata__ is not an object");
         for (const auto& [k, m] : v.members) {
           if (m.kind != Json::kString)
             throw CheckpointCorrupt(where + ": __metadata__ value of '" + k + "' is not a string");
@@ -379,8 +405,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     for (const auto* t : order) {
       if (t->begin < pos) {
         throw CheckpointCorrupt(where + ": tensors '" + prev->name + "' and '" + t->name +
-                                "' overlap (bytes " + std::to_string(t->begin - dataStart) +
-                                ".." + std::to_string(pos - dataStart) + " of the buffer)");
+                                "' overlap (bytes " + std::to_string(t->begin - dataStart) + ".." +
+                                std::to_string(pos - dataStart) + " of the buffer)");
       }
       if (t->begin > pos) {
         throw CheckpointCorrupt(where + ": bytes " + std::to_string(pos - dataStart) + ".." +
@@ -472,7 +498,8 @@ std::int64_t writeSafetensors(const std::string& path,
   std::set<std::string> names;
   for (const auto& t : tensors) {
     if (t.name == "__metadata__" || !names.insert(t.name).second)
-      throw CheckpointError("safetensors " + path + ": tensor name '" + t.name + "' not allowed twice");
+      throw CheckpointError("safetensors " + path + ": tensor name '" + t.name +
+                            "' not allowed twice");
     std::int64_t numel = 1;
     for (std::int64_t d : t.shape) {
       if (d < 0 || __builtin_mul_overflow(numel, d, &numel))
@@ -513,13 +540,15 @@ std::int64_t writeSafetensors(const std::string& path,
       fill(i, buf.data());
       writeAll(buf.data(), buf.size());
     }
-    if (::fsync(fd) != 0) throw CheckpointError("fsync failed for " + tmp + ": " + std::strerror(errno));
+    if (::fsync(fd) != 0)
+      throw CheckpointError("fsync failed for " + tmp + ": " + std::strerror(errno));
   } catch (...) {
     ::close(fd);
     ::unlink(tmp.c_str());
     throw;
   }
-  if (::close(fd) != 0) throw CheckpointError("close failed for " + tmp + ": " + std::strerror(errno));
+  if (::close(fd) != 0)
+    throw CheckpointError("close failed for " + tmp + ": " + std::strerror(errno));
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());

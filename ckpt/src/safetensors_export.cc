@@ -107,8 +107,8 @@ void convertElements(const std::string& from, const std::string& to, const void*
   }
 }
 
-int exportSafetensors(const std::string& dir, const std::string& outFile,
-                      const std::string& prefix, const std::string& dtype) {
+int exportSafetensors(const std::string& dir, const std::string& outFile, const std::string& prefix,
+                      const std::string& dtype) {
   if (dtype != "keep" && dtype != "float32" && dtype != "bf16") {
     throw ConfigError("export dtype must be keep, float32 or bf16 (got '" + dtype + "')");
   }

@@ -384,9 +384,9 @@ int runExport(int argc, char** argv) {
   try {
     const int n = format == "safetensors" ? ck::exportSafetensors(dir, out, prefix, dtype)
                                           : ck::exportConsolidated(dir, out, prefix);
+    const std::string how = format == "safetensors" ? " (safetensors, dtype " + dtype + ")" : "";
     std::cout << "exported " << n << " tensors (" << humanBytes(bytes) << ") named " << prefix
-              << "* to " << out << (format == "safetensors" ? " (safetensors, dtype " + dtype + ")" : "")
-              << "\n";
+              << "* to " << out << how << "\n";
   } catch (...) {
     std::error_code ec;
     fs::remove(out + ".tmp", ec);

@@ -114,11 +114,13 @@ TEST(SafetensorsReader, EveryMalformedLayoutNamesTheFileAndTheProblem) {
        2, -1, "listed twice"},
       {"end_before_begin", R"({"a":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}})", 4, -1,
        "end < begin"},
-      {"metadata", R"({"__metadata__":{"k":3},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})",
-       1, -1, "is not a string"},
+      {"metadata",
+       R"({"__metadata__":{"k":3},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})", 1, -1,
+       "is not a string"},
   };
   for (const Case& c : cases) {
-    const std::string path = rawFile(std::string(c.name) + ".st", c.header, c.payload, c.lengthField);
+    const std::string path =
+        rawFile(std::string(c.name) + ".st", c.header, c.payload, c.lengthField);
     const std::string err = errorOf(path);
     EXPECT_NE(err.find(path), std::string::npos) << c.name << ": " << err;
     EXPECT_NE(err.find(c.needle), std::string::npos) << c.name << ": " << err;
@@ -136,7 +138,8 @@ TEST(SafetensorsIndex, WeightMapAndBadEntries) {
     return dir + "/" + name;
   };
   const auto m = readSafetensorsIndex(writeText(
-      "i.json", R"({"metadata":{"total_size":12},"weight_map":{"a.w":"s1.st","b\u00e9":"s2.st"}})"));
+      "i.json",
+      R"({"metadata":{"total_size":12},"weight_map":{"a.w":"s1.st","b\u00e9":"s2.st"}})"));
   ASSERT_EQ(m.size(), 2u);
   EXPECT_EQ(m.at("a.w"), "s1.st");
   EXPECT_EQ(m.at("b\xc3\xa9"), "s2.st");
@@ -165,13 +168,13 @@ float floatOfBits(std::uint32_t u) {
 
 TEST(SafetensorsConvert, Bfloat16RoundsToNearestEven) {
   EXPECT_EQ(bf16(1.0f), 0x3f80);
-  EXPECT_EQ(bf16(floatOfBits(0x3f808000u)), 0x3f80);  // tie, even below
-  EXPECT_EQ(bf16(floatOfBits(0x3f818000u)), 0x3f82);  // tie, even above
-  EXPECT_EQ(bf16(floatOfBits(0x3f808001u)), 0x3f81);  // above the tie
-  EXPECT_EQ(bf16(floatOfBits(0x3f807fffu)), 0x3f80);  // below the tie
-  EXPECT_EQ(bf16(floatOfBits(0xbf818000u)), 0xbf82);  // negative tie
-  EXPECT_EQ(bf16(floatOfBits(0x7f7fffffu)), 0x7f80);  // FLT_MAX overflows to inf
-  EXPECT_EQ(bf16(floatOfBits(0x00018000u)), 0x0002);  // subnormal tie
+  EXPECT_EQ(bf16(floatOfBits(0x3f808000u)), 0x3f80);         // tie, even below
+  EXPECT_EQ(bf16(floatOfBits(0x3f818000u)), 0x3f82);         // tie, even above
+  EXPECT_EQ(bf16(floatOfBits(0x3f808001u)), 0x3f81);         // above the tie
+  EXPECT_EQ(bf16(floatOfBits(0x3f807fffu)), 0x3f80);         // below the tie
+  EXPECT_EQ(bf16(floatOfBits(0xbf818000u)), 0xbf82);         // negative tie
+  EXPECT_EQ(bf16(floatOfBits(0x7f7fffffu)), 0x7f80);         // FLT_MAX overflows to inf
+  EXPECT_EQ(bf16(floatOfBits(0x00018000u)), 0x0002);         // subnormal tie
   const std::uint16_t nan = bf16(floatOfBits(0x7f800001u));  // signalling NaN stays NaN
   EXPECT_EQ(nan & 0x7f80, 0x7f80);
   EXPECT_NE(nan & 0x007f, 0);

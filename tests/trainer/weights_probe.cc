@@ -39,7 +39,9 @@ struct Net : torch::nn::Module {
     fc2 = register_module("fc2", std::make_shared<Lin>(8, 3));
     scale = register_buffer("scale", at::ones({3}));
   }
-  at::Tensor forward(const at::Tensor& x) { return fc2->forward(at::tanh(fc1->forward(x))) * scale; }
+  at::Tensor forward(const at::Tensor& x) {
+    return fc2->forward(at::tanh(fc1->forward(x))) * scale;
+  }
   std::shared_ptr<Lin> fc1, fc2;
   at::Tensor scale;
 };
@@ -92,7 +94,9 @@ int main(int argc, char** argv) {
     }
     ct::TrainerParts parts;
     parts.model = net;
-    parts.forward = [net](const ct::Batch& b) { return ct::ModelOutput{net->forward(b.input), {}}; };
+    parts.forward = [net](const ct::Batch& b) {
+      return ct::ModelOutput{net->forward(b.input), {}};
+    };
     parts.trainDataset = std::make_shared<Features>();
     ct::Trainer trainer(cl.args, *comm, parts);
     const ct::TrainOutput out = trainer.train();

@@ -51,8 +51,8 @@ struct Net : torch::nn::Module {
 };
 
 std::string tempDir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() /
-                     ("cohort-weights-" + std::to_string(::getpid()) + "-" + name);
+  const fs::path d =
+      fs::temp_directory_path() / ("cohort-weights-" + std::to_string(::getpid()) + "-" + name);
   fs::remove_all(d);
   fs::create_directories(d);
   return d.string();
@@ -148,9 +148,8 @@ TEST(UnitWeights, PrefixMapLoadsARenamedFileAndDtypesConvert) {
   at::manual_seed(1);
   Net src;
   const std::string file = tempDir("prefix") + "/hf.safetensors";
-  writeModel(
-      src, file, [](const std::string& n) { return "model." + n; },
-      {{"fc1.weight", at::kFloat}});
+  writeModel(src, file, [](const std::string& n) { return "model." + n; },
+             {{"fc1.weight", at::kFloat}});
   at::manual_seed(2);
   Net dst;
   const std::string msg = messageOf<ConfigError>([&] { loadWeights(dst, file); });
@@ -178,7 +177,7 @@ TEST(UnitWeights, HfShardIndexAndSavedModelDirectory) {
   std::string map;
   for (const auto& e : all.tensors()) {
     const std::string shard = e.name.rfind("fc1.", 0) == 0 ? "model-00001-of-00002.safetensors"
-                                                          : "model-00002-of-00002.safetensors";
+                                                           : "model-00002-of-00002.safetensors";
     shards[shard].push_back(&e);
     map += (map.empty() ? "" : ",") + ("\"" + e.name + "\":\"" + shard + "\"");
   }
@@ -197,8 +196,7 @@ TEST(UnitWeights, HfShardIndexAndSavedModelDirectory) {
   EXPECT_TRUE(sameWeights(src, dst));
   // A shard the index names but that is missing: an error naming it.
   fs::rename(dir + "/model-00002-of-00002.safetensors", dir + "/moved");
-  const std::string msg =
-      messageOf<CheckpointCorrupt>([&] { loadWeights(dst, dir); });
+  const std::string msg = messageOf<CheckpointCorrupt>([&] { loadWeights(dst, dir); });
   EXPECT_NE(msg.find("model-00002-of-00002.safetensors"), std::string::npos) << msg;
 
   // saveWeights -> a directory holding model.safetensors loads back; metadata kept.
@@ -209,8 +207,9 @@ TEST(UnitWeights, HfShardIndexAndSavedModelDirectory) {
   Net again;
   loadWeights(again, saved);
   EXPECT_TRUE(sameWeights(src, again));
-  EXPECT_NE(messageOf<ConfigError>([&] { loadWeights(again, saved + "/nope"); }).find("does not exist"),
-            std::string::npos);
+  EXPECT_NE(
+      messageOf<ConfigError>([&] { loadWeights(again, saved + "/nope"); }).find("does not exist"),
+      std::string::npos);
 }
 
 // ---- collective ----
@@ -225,8 +224,8 @@ TEST(WeightsCollective, AnyRankFailingFailsEveryRankWithOneError) {
   at::manual_seed(2);
   Net dst;
   // Good everywhere: loaded on every rank.
-  bool ok = loadWeights(*comm, dst, dir + "/w.safetensors").tensorsLoaded == 5 &&
-            sameWeights(src, dst);
+  bool ok =
+      loadWeights(*comm, dst, dir + "/w.safetensors").tensorsLoaded == 5 && sameWeights(src, dst);
   // The last rank's path does not exist.
   const int bad = comm->size() - 1;
   const std::string path = comm->rank() == bad ? dir + "/missing" : dir + "/w.safetensors";
@@ -267,8 +266,7 @@ TrainerParts predictParts(const std::shared_ptr<Net>& net) {
   p.forward = [net](const Batch& b) { return ModelOutput{net->forward(b.input), {}}; };
   p.trainDataset = std::make_shared<Features>(8);
   p.computeMetrics = [](const EvalPrediction& e) {
-    const double acc =
-        e.predictions.argmax(-1).eq(e.labels).to(at::kDouble).mean().item<double>();
+    const double acc = e.predictions.argmax(-1).eq(e.labels).to(at::kDouble).mean().item<double>();
     return std::map<std::string, double>{{"accuracy", acc}, {"rows", double(e.labels.size(0))}};
   };
   return p;
@@ -290,8 +288,8 @@ TEST(EvalPredict, EqualsSingleProcessInOrderOnAnUnevenDataset) {
          got.metrics.count("test_accuracy") && got.metrics.count("test_runtime") &&
          got.metrics.at("test_rows") == static_cast<double>(n);
     // The same metrics on every rank.
-    at::Tensor loss = at::full({1}, got.metrics.count("test_loss") ? got.metrics.at("test_loss") : -1.0,
-                               at::kDouble);
+    at::Tensor loss = at::full(
+        {1}, got.metrics.count("test_loss") ? got.metrics.at("test_loss") : -1.0, at::kDouble);
     at::Tensor maxLoss = loss.clone(), minLoss = loss.clone();
     comm->allReduce(maxLoss, dist::ReduceOp::kMax);
     comm->allReduce(minLoss, dist::ReduceOp::kMin);

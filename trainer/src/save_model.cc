@@ -46,8 +46,8 @@ std::string Trainer::saveModel(const std::string& dir) {
   if (comm_.rank() == 0) {
     try {
       std::filesystem::create_directories(out);
-      std::map<std::string, std::string> meta{{"cohort_global_step",
-                                               std::to_string(state_.globalStep)}};
+      std::map<std::string, std::string> meta{
+          {"cohort_global_step", std::to_string(state_.globalStep)}};
       if (!state_.bestModelCheckpoint.empty() && args_.load_best_model_at_end())
         meta["cohort_best_model_checkpoint"] = state_.bestModelCheckpoint;
       const std::int64_t bytes = saveWeights(*parts_.model, file, meta);

@@ -30,9 +30,10 @@ constexpr const char* kSingleName = "model.safetensors";
 
 at::ScalarType scalarTypeOf(const std::string& dtype) {
   static const std::map<std::string, at::ScalarType> kTypes = {
-      {"float64", at::kDouble}, {"float32", at::kFloat}, {"float16", at::kHalf},
-      {"bfloat16", at::kBFloat16}, {"int64", at::kLong}, {"int32", at::kInt},
-      {"int16", at::kShort}, {"int8", at::kChar}, {"uint8", at::kByte}, {"bool", at::kBool}};
+      {"float64", at::kDouble},    {"float32", at::kFloat}, {"float16", at::kHalf},
+      {"bfloat16", at::kBFloat16}, {"int64", at::kLong},    {"int32", at::kInt},
+      {"int16", at::kShort},       {"int8", at::kChar},     {"uint8", at::kByte},
+      {"bool", at::kBool}};
   auto it = kTypes.find(dtype);
   if (it == kTypes.end()) throw CheckpointCorrupt("unknown dtype '" + dtype + "'");
   return it->second;
@@ -69,8 +70,8 @@ void addSafetensors(Source& src, const std::string& file,
                               "', which the index does not map to it");
     }
     const ckpt::SafetensorsFile* fp = f.get();
-    src.tensors.push_back({e.name, e.dtype, e.shape, e.bytes(),
-                           [fp, e](void* dst) { fp->read(e, dst); }});
+    src.tensors.push_back(
+        {e.name, e.dtype, e.shape, e.bytes(), [fp, e](void* dst) { fp->read(e, dst); }});
   }
 }
 
@@ -223,9 +224,10 @@ LoadWeightsReport loadWeights(torch::nn::Module& model, const std::string& path,
     report.bytesRead += t->bytes;
   }
   if (!report.missing.empty() || !report.unexpected.empty()) {
-    COHORT_LOG_WARN("loadWeights {}: {} model tensors not in the file, {} file tensors not in "
-                    "the model (strict = false)",
-                    path, report.missing.size(), report.unexpected.size());
+    COHORT_LOG_WARN(
+        "loadWeights {}: {} model tensors not in the file, {} file tensors not in "
+        "the model (strict = false)",
+        path, report.missing.size(), report.unexpected.size());
   }
   return report;
 }

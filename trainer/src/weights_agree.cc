@@ -16,10 +16,10 @@ void agreeOnFailure(dist::Communicator& comm, FailureKind kind, const std::strin
   comm.allReduce(first, dist::ReduceOp::kMin);
   const auto root = static_cast<int>(first.cpu().item<std::int64_t>());
   if (root >= world) return;
-  at::Tensor head = at::tensor({static_cast<std::int64_t>(kind),
-                                static_cast<std::int64_t>(message.size())},
-                               at::kLong)
-                        .to(dev);
+  at::Tensor head =
+      at::tensor({static_cast<std::int64_t>(kind), static_cast<std::int64_t>(message.size())},
+                 at::kLong)
+          .to(dev);
   comm.broadcast(head, root);
   head = head.cpu();
   const auto agreed = static_cast<FailureKind>(head[0].item<std::int64_t>());

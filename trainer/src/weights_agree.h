@@ -12,7 +12,13 @@
 
 namespace cohort::trainer {
 
-enum class FailureKind : std::int64_t { kNone = 0, kConfig = 1, kCorrupt = 2, kWrite = 3, kOther = 4 };
+enum class FailureKind : std::int64_t {
+  kNone = 0,
+  kConfig = 1,
+  kCorrupt = 2,
+  kWrite = 3,
+  kOther = 4
+};
 
 // COLLECTIVE over `comm` (a few small all-reduce/broadcasts on `device`, which must suit the
 // communicator's backend). Returns when no rank failed; otherwise throws, on every rank, the

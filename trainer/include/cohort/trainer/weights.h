@@ -33,7 +33,7 @@ struct LoadWeightsOptions {
 };
 
 struct LoadWeightsReport {
-  std::string source;                   // the file(s) or checkpoint read
+  std::string source;  // the file(s) or checkpoint read
   std::int64_t tensorsLoaded = 0;
   std::int64_t bytesRead = 0;           // bytes of tensor data read from disk
   std::vector<std::string> missing;     // model names not in the file (strict = false)
