@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cohort/ckpt/format.h"
+#include "cohort/ckpt/safetensors.h"
 
 namespace cohort::launcher::ckpt_cli {
 
@@ -38,10 +39,14 @@ commands:
   inspect CHECKPOINT_DIR [--args]
                                tensors (name, dtype, shape, chunks, bytes), trainer state and
                                the training arguments (--args prints them in full).
-  export CHECKPOINT_DIR FILE.h5 [--prefix PREFIX]
-                               writes one HDF5 file holding every tensor whose name starts
-                               with PREFIX (default "model/") as a full dataset of its global
-                               shape, at its name without the prefix (checksums verified).
+  export CHECKPOINT_DIR FILE [--prefix PREFIX] [--format hdf5|safetensors]
+         [--dtype keep|float32|bf16]
+                               writes one file holding every tensor whose name starts
+                               with PREFIX (default "model/") in full, at its name without
+                               the prefix (checksums verified): HDF5 datasets (default), or
+                               a safetensors file (--format safetensors, for PyTorch / Hugging
+                               Face), where --dtype converts floating tensors (default keep;
+                               bf16 rounds to nearest-even).
 
 exit status: 0 ok; 1 the checkpoint is corrupt or incomplete (inspect, verify, export) or a
 write failed; 2 a usage error or a directory that does not exist.
@@ -340,9 +345,18 @@ int runInspect(int argc, char** argv) {
 // ---- export --------------------------------------------------------------------------
 
 int runExport(int argc, char** argv) {
-  const Args a = parseArgs("cohort ckpt export", argc, argv, {}, {"--prefix"}, 2, 2);
+  const Args a =
+      parseArgs("cohort ckpt export", argc, argv, {}, {"--prefix", "--format", "--dtype"}, 2, 2);
   const std::string dir = a.positional[0], out = a.positional[1];
   const std::string prefix = a.has("--prefix") ? a.options.at("--prefix") : "model/";
+  const std::string format = a.has("--format") ? a.options.at("--format") : "hdf5";
+  const std::string dtype = a.has("--dtype") ? a.options.at("--dtype") : "keep";
+  if (format != "hdf5" && format != "safetensors")
+    throw UsageError("cohort ckpt export: --format must be hdf5 or safetensors");
+  if (dtype != "keep" && dtype != "float32" && dtype != "bf16")
+    throw UsageError("cohort ckpt export: --dtype must be keep, float32 or bf16");
+  if (format == "hdf5" && dtype != "keep")
+    throw UsageError("cohort ckpt export: --dtype needs --format safetensors");
   requireDirectory("cohort ckpt export", dir);
   const fs::path outDir = fs::path(out).parent_path();
   if (!outDir.empty()) requireDirectory("cohort ckpt export", outDir.string());
@@ -368,9 +382,11 @@ int runExport(int argc, char** argv) {
                      "' (names start with " + have + ")");
   }
   try {
-    const int n = ck::exportConsolidated(dir, out, prefix);
+    const int n = format == "safetensors" ? ck::exportSafetensors(dir, out, prefix, dtype)
+                                          : ck::exportConsolidated(dir, out, prefix);
+    const std::string how = format == "safetensors" ? " (safetensors, dtype " + dtype + ")" : "";
     std::cout << "exported " << n << " tensors (" << humanBytes(bytes) << ") named " << prefix
-              << "* to " << out << "\n";
+              << "* to " << out << how << "\n";
   } catch (...) {
     std::error_code ec;
     fs::remove(out + ".tmp", ec);

@@ -25,6 +25,7 @@
 #include "cohort/dist/communicator.h"
 #include "cohort/trainer/data.h"
 #include "cohort/trainer/evaluation.h"
+#include "cohort/trainer/prediction.h"
 #include "cohort/trainer/reporting.h"
 #include "cohort/trainer/training_args.pb.h"
 
@@ -153,6 +154,16 @@ class Trainer {
   // metrics ("eval_loss", compute_metrics' keys with the prefix, runtime, samples/s) are the
   // same dict on every rank and are logged (rank 0) and passed to onEvaluate.
   std::map<std::string, double> evaluate(const std::string& metricKeyPrefix = "eval");
+  // COLLECTIVE (predict.cc). HF's predict: the evaluation loop over `dataset`, sharded across
+  // the ranks and gathered in dataset order; see PredictionOutput. Not logged.
+  PredictionOutput predict(std::shared_ptr<const Dataset> dataset,
+                           const std::string& metricKeyPrefix = "test");
+  // COLLECTIVE (save_model.cc). HF's save_model: rank 0 writes the model's current weights
+  // (after train(): the final ones, or the best with load_best_model_at_end) to
+  // <dir>/model.safetensors and the arguments to <dir>/training_args.json, atomically;
+  // dir "" means output_dir. Returns the file's path. CheckpointError on every rank when
+  // the write failed.
+  std::string saveModel(const std::string& dir = "");
   const TrainerState& state() const { return state_; }
   const TrainingArguments& args() const { return args_; }
 
