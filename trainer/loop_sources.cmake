@@ -6,4 +6,7 @@ list(APPEND COHORT_TRAINER_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/src/schedule.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/checkpointing.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/save_policy.cc
-  ${CMAKE_CURRENT_SOURCE_DIR}/src/trainer.cc)
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/trainer.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/train_loop.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/train_step.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/preemption_report.cc)

@@ -157,7 +157,7 @@ class Trainer {
   const TrainingArguments& args() const { return args_; }
 
  private:
-  struct Impl;
+  friend class TrainLoop;  // train()'s step units (trainer/src/train_loop.h)
   TrainingArguments args_;
   dist::Communicator& comm_;
   TrainerParts parts_;
