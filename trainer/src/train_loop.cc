@@ -5,14 +5,17 @@
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 
+#include "cohort/dist/batch_stats.h"
 #include "cohort/dist/env.h"
 #include "cohort/dist/log.h"
 #include "cohort/trainer/preemption.h"
 #include "cohort/trainer/schedule.h"
 #include "cohort/trainer/training_args.h"
+#include "device_placement.h"
 #include "preemption_report.h"
 
 namespace cohort::trainer {
@@ -58,11 +61,13 @@ std::map<std::string, double> PhaseClock::seconds() const {
 
 TrainRun::TrainRun(const TrainingArguments& args, dist::Communicator& comm,
                    const TrainerParts& parts)
-    : plan(parts.trainDataset->size(), args.per_device_train_batch_size(), comm.size(),
+    : device(modelDevice(*parts.model)),
+      plan(parts.trainDataset->size(), args.per_device_train_batch_size(), comm.size(),
            args.gradient_accumulation_steps(), args.dataloader_drop_last(),
            static_cast<std::uint64_t>(dataSeed(args)), /*shuffle=*/true),
       loader(parts.trainDataset, parts.collator, plan, comm.rank(), args.dataloader_num_workers(),
-             prefetchFactor(args), args.dataloader_persistent_workers()),
+             prefetchFactor(args), args.dataloader_persistent_workers(),
+             /*pinMemory=*/args.dataloader_pin_memory() && device.is_cuda()),
       model(inTrainingMode(*parts.model)),
       sync(model, comm, syncOptions(parts)),
       optimizer(sync, optimizerOptions(args), parts.decayParameter),
@@ -125,7 +130,7 @@ void TrainLoop::openReporting() {
   bar_->start(t_.state_.globalStep);
 }
 
-TrainOutput TrainLoop::run() {
+bool TrainLoop::begin() {
   TrainerState& state = t_.state_;
   openReporting();
   t_.control_ = &control_;
@@ -150,11 +155,22 @@ TrainOutput TrainLoop::run() {
   }
   firstStep_ = state.globalStep;
   firstSamples_ = state.consumedSamples;
+  totalLoss_ = at::full({}, state.totalLoss, onDevice(at::kDouble));
+  intervalLoss_ = at::zeros({}, onDevice(at::kDouble));
+  intervalTokens_ = at::zeros({}, onDevice(at::kLong));
   intervalStart_ = TrainClock::now();
+  return !preempted;
+}
+
+TrainOutput TrainLoop::run() {
+  TrainerState& state = t_.state_;
+  bool preempted = !begin();
   while (!preempted && state.globalStep < state.maxSteps && !control_.shouldStop) {
     StepResult step;
     phases_.start();
+    syncsThisStep_ = 0;
     if (!fetch(step)) {
+      syncsPerStep_.push_back(syncsThisStep_);
       preempted = true;
       break;
     }
@@ -165,6 +181,7 @@ TrainOutput TrainLoop::run() {
     const bool epochEnd = step.data.stepInEpoch + 1 == state.stepsPerEpoch;
     const bool evalNow = evalDue(step.data, epochEnd);
     if (logDue(epochEnd)) log(step);
+    syncsPerStep_.push_back(syncsThisStep_);
     phases_.lap(PhaseClock::kBookkeeping);
     if (!evaluateAndSave(step.data, evalNow)) {
       preempted = true;  // the step itself is complete: it is what gets saved
@@ -195,12 +212,15 @@ void TrainLoop::advance(const StepResult& step) {
   state.epoch = static_cast<double>(data.epoch) + static_cast<double>(data.stepInEpoch + 1) /
                                                       static_cast<double>(state.stepsPerEpoch);
   lr_ = lrAt(state.globalStep);  // the next step's, once
-  intervalLoss_ += step.loss;
-  state.totalLoss += step.loss;
+  // On the device, in the order the host sums ran (state.totalLoss: see settleLoss()).
+  const at::Tensor stepLoss = step.reduced.select(0, 1);
+  intervalLoss_ = intervalLoss_ + stepLoss;
+  totalLoss_ = totalLoss_ + stepLoss;
+  intervalTokens_ =
+      intervalTokens_ + step.stats.select(0, static_cast<std::int64_t>(dist::StepStatsSlot::kNumItems));
   ++state.totalLossSteps;
   ++intervalSteps_;
   intervalSamples_ += data.samplesThisStep;
-  intervalTokens_ += step.numItems;
   if (bar_) bar_->update(state.globalStep);
   for (auto& cb : t_.parts_.callbacks) cb->onStepEnd(state, control_);
 }
@@ -226,22 +246,28 @@ bool TrainLoop::logDue(bool epochEnd) const {
 
 void TrainLoop::log(const StepResult& step) {
   TrainerState& state = t_.state_;
+  // The step's one read: [norm^2, interval loss, run loss, interval items].
+  const at::Tensor host = readToHost(at::stack(
+      {step.reduced.select(0, 0), intervalLoss_, totalLoss_, intervalTokens_.to(at::kDouble)}));
+  const double* v = host.data_ptr<double>();
+  state.totalLoss = v[2];
   const double dt = std::max(1e-9, seconds(intervalStart_, TrainClock::now()));
   LogEntry e;
   e.step = state.globalStep;
   e.epoch = state.epoch;
-  e.values["loss"] = intervalLoss_ / static_cast<double>(intervalSteps_);
-  e.values["grad_norm"] = step.gradNorm;
+  e.values["loss"] = v[1] / static_cast<double>(intervalSteps_);
+  e.values["grad_norm"] = std::sqrt(v[0]);
   e.values["learning_rate"] = lr_;
   e.values["samples_per_second"] = static_cast<double>(intervalSamples_) / dt;
-  e.values["tokens_per_second"] = static_cast<double>(intervalTokens_) / dt;
+  e.values["tokens_per_second"] = v[3] / dt;
   state.logHistory.push_back(e);
   for (auto& r : t_.reporters_) r->log(e);
   if (bar_) bar_->onLog(e);
   for (auto& cb : t_.parts_.callbacks) cb->onLog(state, control_, e);
   control_.shouldLog = false;
-  intervalLoss_ = 0.0;
-  intervalSteps_ = intervalSamples_ = intervalTokens_ = 0;
+  intervalLoss_ = at::zeros({}, onDevice(at::kDouble));
+  intervalTokens_ = at::zeros({}, onDevice(at::kLong));
+  intervalSteps_ = intervalSamples_ = 0;
   intervalStart_ = TrainClock::now();
 }
 
@@ -297,6 +323,7 @@ void TrainLoop::saveCheckpoint(bool preempted) {
     ~Idle() { setTrainingPhase(TrainingPhase::kIdle); }
   } idle;
   finishPendingSave();
+  settleLoss();  // the header holds it
   const std::string dir = ckpt::checkpointDir(args_.output_dir(), state.globalStep);
   if (state.bestMetric && state.bestGlobalStep == state.globalStep) {
     state.bestModelCheckpoint = dir;
@@ -354,8 +381,14 @@ std::string TrainLoop::stopForPreemption() {
   return jitCheckpoint;
 }
 
+void TrainLoop::settleLoss() {
+  if (!totalLoss_.defined()) return;  // no step ran in this call
+  t_.state_.totalLoss = totalLoss_.to(at::kCPU).item<double>();
+}
+
 TrainOutput TrainLoop::finish(bool preempted, const std::string& jitCheckpoint) {
   TrainerState& state = t_.state_;
+  settleLoss();
   const double runtime = seconds(start_, TrainClock::now());
   TrainOutput out;
   out.globalStep = state.globalStep;
@@ -372,6 +405,7 @@ TrainOutput TrainLoop::finish(bool preempted, const std::string& jitCheckpoint) 
       static_cast<double>(state.globalStep - firstStep_) / runtime;
   out.metrics["train_loss"] = out.trainingLoss;
   out.phaseSeconds = phases_.seconds();
+  out.hostSyncsPerStep = syncsPerStep_;
   LogEntry final;
   final.step = state.globalStep;
   final.epoch = state.epoch;

@@ -53,6 +53,7 @@ struct TrainRun {
   TrainRun(const TrainRun&) = delete;
   TrainRun& operator=(const TrainRun&) = delete;
 
+  c10::Device device;  // the model's, where the step computes (device_placement.h)
   GlobalBatchPlan plan;
   DataLoader loader;
   torch::nn::Module& model;
@@ -63,13 +64,18 @@ struct TrainRun {
   bool withOptimizer;  // !save_only_model
 };
 
-// What one step's units hand each other.
+// The default loss's numerator: the sum of the token cross-entropies (trainer.cc).
+at::Tensor tokenLossSum(const ModelOutput& out, const at::Tensor& labels, bool shiftLabels);
+
+// What one step's units hand each other. The tensors live on the run's device; the units
+// never read them on the host (log() and settleLoss() do, counted).
 struct StepResult {
-  StepData data;
-  std::int64_t numItems = 0;  // global prediction targets of the step
+  StepData data;              // micro-batches on the device
+  at::Tensor stats;           // [kStepStatsSlots] int64, reduced: items, stop requests
+  std::int64_t numItems = -1; // stats[items] on the host; -1 when not read
   double lr = 0.0;            // the learning rate this step uses
-  double gradNorm = 0.0;      // global, before clipping
-  double loss = 0.0;          // the step loss (sum over micro-batches and ranks)
+  at::Tensor localLoss;       // [] float64: this rank's sum of micro-batch losses
+  at::Tensor reduced;         // [2] float64, reduced: squared grad norm, step loss
 };
 
 // The optimizer-step loop of one train() call. Borrows the Trainer (a friend: it updates the
@@ -86,10 +92,14 @@ class TrainLoop {
  private:
   // ---- setup ----
   void openReporting();  // rank 0: progress bar and reporters
+  // COLLECTIVE. Reporting, onTrainBegin, eval_on_start, the step accumulators; false when
+  // eval_on_start was interrupted by a preemption.
+  bool begin();
   // ---- the step's units (train_step.cc) ----
   // COLLECTIVE. Loads the step's micro-batches and agrees on the item count and the stop
   // flag; false when the ranks agreed to stop (nothing of the step ran).
   bool fetch(StepResult& step);
+  at::Tensor microLoss(const Batch& b, const StepResult& step);
   void forwardBackward(StepResult& step);
   // COLLECTIVE. Global gradient norm and step loss (one all-reduce), clipping.
   void reduceAndClip(StepResult& step);
@@ -112,6 +122,11 @@ class TrainLoop {
   std::string stopForPreemption();
   TrainOutput finish(bool preempted, const std::string& jitCheckpoint);
   double lrAt(std::int64_t step) const;
+  // A device-to-host copy of `t`, counted in the step's host syncs.
+  at::Tensor readToHost(const at::Tensor& t);
+  // state.totalLoss from the device accumulator (one read; before saves and at the end).
+  void settleLoss();
+  at::TensorOptions onDevice(at::ScalarType dtype) const;
 
   Trainer& t_;
   TrainRun& run_;
@@ -128,10 +143,14 @@ class TrainLoop {
   PhaseClock phases_;
   // This call's span, for the rates of the final entry (after a resume: the new steps only).
   std::int64_t firstStep_ = 0, firstSamples_ = 0;
-  // Since the last log entry.
-  double intervalLoss_ = 0.0;
-  std::int64_t intervalSteps_ = 0, intervalSamples_ = 0, intervalTokens_ = 0;
+  // Device accumulators (float64 / int64 scalars): the run's loss sum (state.totalLoss's
+  // value, added to in the same order as a host sum), and since the last log entry: the loss
+  // sum and the item count.
+  at::Tensor totalLoss_, intervalLoss_, intervalTokens_;
+  std::int64_t intervalSteps_ = 0, intervalSamples_ = 0;
   TrainClock::time_point intervalStart_;
+  std::int64_t syncsThisStep_ = 0;
+  std::vector<std::int64_t> syncsPerStep_;
 };
 
 }  // namespace cohort::trainer

@@ -23,6 +23,7 @@
 #include "cohort/trainer/preemption.h"
 #include "cohort/trainer/schedule.h"
 #include "cohort/trainer/training_args.h"
+#include "device_placement.h"
 #include "save_policy.h"
 #include "train_loop.h"
 
@@ -248,8 +249,7 @@ DataPosition resumeRun(const TrainingArguments& args, TrainerState& state, const
 
 }  // namespace
 
-at::Tensor tokenMeanLoss(const ModelOutput& out, const at::Tensor& labels,
-                         std::int64_t numItemsInBatch, bool shiftLabels) {
+at::Tensor tokenLossSum(const ModelOutput& out, const at::Tensor& labels, bool shiftLabels) {
   at::Tensor logits = out.logits;
   at::Tensor target = labels;
   if (shiftLabels) {
@@ -257,8 +257,13 @@ at::Tensor tokenMeanLoss(const ModelOutput& out, const at::Tensor& labels,
     target = target.narrow(-1, 1, target.size(-1) - 1);
   }
   at::Tensor flatLogits = logits.reshape({-1, logits.size(-1)});
-  at::Tensor sum = at::cross_entropy_loss(flatLogits, target.reshape({-1}), {}, at::Reduction::Sum,
-                                          /*ignore_index=*/-100);
+  return at::cross_entropy_loss(flatLogits, target.reshape({-1}), {}, at::Reduction::Sum,
+                               /*ignore_index=*/-100);
+}
+
+at::Tensor tokenMeanLoss(const ModelOutput& out, const at::Tensor& labels,
+                         std::int64_t numItemsInBatch, bool shiftLabels) {
+  const at::Tensor sum = tokenLossSum(out, labels, shiftLabels);
   return sum / static_cast<double>(std::max<std::int64_t>(1, numItemsInBatch));
 }
 
@@ -271,12 +276,14 @@ Trainer::Trainer(TrainingArguments args, dist::Communicator& comm, TrainerParts 
   if (!parts_.model || !parts_.forward) {
     throw ConfigError("Trainer: a model and a forward function are required");
   }
+  checkPlacement(modelDevice(*parts_.model), comm_);  // before any collective
   if (args_.has_neftune_noise_alpha() && args_.neftune_noise_alpha() > 0 &&
       parts_.neftuneEmbedding == nullptr) {
     throw ConfigError(
         "neftune_noise_alpha is set but the model has no NoisyEmbedding "
         "(TrainerParts::neftuneEmbedding)");
   }
+  defaultLoss_ = !parts_.computeLoss;
   if (!parts_.computeLoss) {
     const bool shift = parts_.shiftLabels;
     parts_.computeLoss = [shift](const ModelOutput& o, const at::Tensor& labels, std::int64_t n) {
@@ -308,6 +315,7 @@ std::map<std::string, double> Trainer::evaluate(const std::string& metricKeyPref
   EvalOptions eo = evalOptionsFromArgs(args_);
   eo.shiftLabels = parts_.shiftLabels;
   eo.metricKeyPrefix = metricKeyPrefix;
+  eo.device = modelDevice(*parts_.model);
   setTrainingPhase(TrainingPhase::kEval);
   const EvalResult r = trainer::evaluate(comm_, ep, eo);
   setTrainingPhase(TrainingPhase::kIdle);
