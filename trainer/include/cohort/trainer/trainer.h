@@ -58,7 +58,8 @@ struct TrainerState {
   // The sum of the step losses (each averaged over ranks) of the run's first
   // `totalLossSteps` steps, kept across resumes (checkpointed), so that train_loss covers
   // the whole run. totalLossSteps < globalStep only after resuming from a checkpoint that
-  // predates it (then the sum starts at the resume).
+  // predates it (then the sum starts at the resume). During train() the sum is kept on the
+  // model's device; this field catches up when a step logs, at a save and at the end.
   double totalLoss = 0.0;
   std::int64_t totalLossSteps = 0;
   std::vector<LogEntry> logHistory;
