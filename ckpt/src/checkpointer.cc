@@ -51,7 +51,11 @@ namespace {
 
 // Host, contiguous: what the shard writer reads from.
 at::Tensor hostContiguous(const at::Tensor& t) {
-  at::Tensor h = t.device().is_cpu() ? t : t.to(at::kCPU);
+  // From a GPU: through page-locked memory (one DMA, no staging copy).
+  at::Tensor h = t.device().is_cpu()
+                     ? t
+                     : at::empty(t.sizes(), t.options().device(at::kCPU).pinned_memory(t.is_cuda()))
+                           .copy_(t);
   return h.contiguous();
 }
 
@@ -289,7 +293,8 @@ void Checkpointer::reserveSnapshot(const std::vector<SavePiece>& pieces) {
     at::Tensor& buf = snapshot_[i];
     if (!buf.defined() || buf.numel() != src.numel() || buf.scalar_type() != src.scalar_type()) {
       // Zero-filled: the pages are faulted in now, not during the first snapshot.
-      buf = at::zeros({src.numel()}, src.options().device(at::kCPU));
+      buf = at::zeros({src.numel()},
+                      src.options().device(at::kCPU).pinned_memory(src.is_cuda()));
     }
   }
 }

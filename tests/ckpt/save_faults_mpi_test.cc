@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "cohort/ckpt/checkpointer.h"
-#include "cohort/dist/communicator.h"
+#include "cohort/dist/consensus.h"
 #include "cohort/dist/types.h"
 #include "faulty_file_ops.h"
 #include "test_util.h"
@@ -91,14 +91,18 @@ std::vector<ckpt::SavePiece> piecesOf(const std::vector<at::Tensor>& g, int worl
 }
 
 TEST(CheckpointerSaveFaults, EveryStepIsOneAgreedErrorAndNothingLooksComplete) {
-  ckpt::Checkpointer cp;
-  const int world = cp.comm().size(), rank = cp.comm().rank();
+  dist::ConsensusOptions co;
+  co.name = "checkpoint";
+  co.timeoutSeconds = 60.0;
+  dist::Consensus consensus(MPI_COMM_WORLD, co);
+  ckpt::Checkpointer cp(consensus);
+  const int world = consensus.size(), rank = consensus.rank();
   std::string root;
   if (rank == 0) {
     root = (fs::temp_directory_path() / "cohort-ckpt-faults-XXXXXX").string();
     if (::mkdtemp(root.data()) == nullptr) root.clear();
   }
-  root = cp.shareFromRoot(root);
+  root = consensus.shareFromRoot(root);
   at::manual_seed(5);
   // Large enough that every rank's piece of the first takes the O_DIRECT path; one small.
   const std::vector<at::Tensor> g{at::randn({4 * 40000}, at::kDouble), at::randn({9})};
@@ -119,7 +123,7 @@ TEST(CheckpointerSaveFaults, EveryStepIsOneAgreedErrorAndNothingLooksComplete) {
       installed.reset();
       if (mine) EXPECT_EQ(faulty.fired(), 1) << "the fault never fired";
       // One error, the same on every rank, naming the step and the file.
-      EXPECT_EQ(msg, cp.shareFromRoot(msg));
+      EXPECT_EQ(msg, consensus.shareFromRoot(msg));
       EXPECT_NE(msg.find(std::string("'") + c.step + "'"), std::string::npos) << msg;
       const std::string file = c.file.empty() ? dir : dir + "/" + c.file;
       EXPECT_NE(msg.find(file), std::string::npos) << msg;
@@ -127,19 +131,19 @@ TEST(CheckpointerSaveFaults, EveryStepIsOneAgreedErrorAndNothingLooksComplete) {
       if (c.lastRank && world > 1) {
         EXPECT_NE(msg.find("rank " + std::to_string(world - 1)), std::string::npos) << msg;
       }
-      cp.comm().barrier();
+      consensus.firstError("");  // a barrier
       // Never complete; the previous checkpoint verifies (every rank looks).
       const bool sentinel = fs::exists(fs::path(dir) / ckpt::kSentinelName);
       EXPECT_TRUE(sentinel || !fs::exists(fs::path(dir) / ckpt::kManifestName));
       EXPECT_NE(ckpt::inspectCheckpoint(dir, false).status, ckpt::CheckpointStatus::kValid);
       EXPECT_EQ(ckpt::inspectCheckpoint(good, true).status, ckpt::CheckpointStatus::kValid);
-      cp.comm().barrier();
+      consensus.firstError("");  // a barrier
     }
   }
   // A retry at the same step, without faults, publishes.
   cp.save(dir, pieces, {});
   EXPECT_EQ(ckpt::inspectCheckpoint(dir, true).status, ckpt::CheckpointStatus::kValid);
-  cp.comm().barrier();
+  consensus.firstError("");  // a barrier
   if (rank == 0) fs::remove_all(root);
 }
 

@@ -87,14 +87,15 @@ std::int64_t GlobalBatchPlan::samplesInStep(std::int64_t step) const {
 
 DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, Collator collate,
                        GlobalBatchPlan plan, int rank, int numWorkers, int prefetchFactor,
-                       bool persistentWorkers)
+                       bool persistentWorkers, bool pinMemory)
     : dataset_(std::move(dataset)),
       collate_(collate ? std::move(collate) : Collator(defaultCollate)),
       plan_(plan),
       rank_(rank),
       numWorkers_(numWorkers),
       prefetchFactor_(std::max(1, prefetchFactor)),
-      persistent_(persistentWorkers) {
+      persistent_(persistentWorkers),
+      pin_(pinMemory) {
   if (plan_.stepsPerEpoch() <= 0) {
     throw ConfigError("the training set (" + std::to_string(dataset_->size()) +
                       " samples) is smaller than one global batch (" +
@@ -115,6 +116,9 @@ StepData DataLoader::build(const Order& order, std::int64_t epoch, std::int64_t 
     std::vector<Sample> samples;
     for (std::int64_t i : plan_.microIndices(*order, step, rank_, m)) samples.push_back(dataset_->get(i));
     d.micro.push_back(samples.empty() ? Batch{} : collate_(samples));
+    Batch& b = d.micro.back();
+    if (pin_ && b.input.defined()) b.input = b.input.pin_memory();
+    if (pin_ && b.labels.defined()) b.labels = b.labels.pin_memory();
   }
   return d;
 }

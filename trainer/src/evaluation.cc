@@ -148,10 +148,14 @@ class EvalLoop {
       samples.push_back(parts_.dataset->get(plan_.sampleOf(slot)));
       slots.push_back(plan_.isReal(slot) ? static_cast<double>(slot) : -1.0);
     }
-    const Batch batch = collate_(samples);
+    Batch batch = collate_(samples);
     if (batch.size != b) {
       throw ConfigError("evaluation: the collator returned " + std::to_string(batch.size) +
                         " rows for " + std::to_string(b) + " samples");
+    }
+    // The model runs where its parameters are; what it produces stays there until transfer().
+    for (at::Tensor* t : {&batch.input, &batch.labels}) {
+      if (t->defined() && t->device() != opt_.device) *t = t->to(opt_.device);
     }
     const ModelOutput out = parts_.forward(batch);
 

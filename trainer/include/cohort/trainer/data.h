@@ -89,11 +89,15 @@ class GlobalBatchPlan {
 // Yields this rank's StepData in step order. With numWorkers = 0 batches are built in the
 // caller's thread; otherwise worker THREADS build whole steps round-robin (step i by worker
 // i % numWorkers), each at most prefetchFactor steps ahead, and next() returns them in
-// order. persistentWorkers keeps the threads across epochs. Not thread-safe (one consumer).
+// order. persistentWorkers keeps the threads across epochs. pinMemory (HF's
+// dataloader_pin_memory, for a model on a GPU; needs a CUDA build) puts each collated batch
+// in page-locked host memory, in the worker, so that the copy to the device can be
+// non_blocking. Not thread-safe (one consumer).
 class DataLoader {
  public:
   DataLoader(std::shared_ptr<const Dataset> dataset, Collator collate, GlobalBatchPlan plan,
-             int rank, int numWorkers, int prefetchFactor, bool persistentWorkers);
+             int rank, int numWorkers, int prefetchFactor, bool persistentWorkers,
+             bool pinMemory = false);
   ~DataLoader();
   DataLoader(const DataLoader&) = delete;
   DataLoader& operator=(const DataLoader&) = delete;
@@ -118,6 +122,7 @@ class DataLoader {
   GlobalBatchPlan plan_;
   int rank_, numWorkers_, prefetchFactor_;
   bool persistent_;
+  bool pin_;
   std::int64_t epoch_ = 0, step_ = 0;  // the next step to hand out
   Order order_;                        // of epoch_
   int threadsStarted_ = 0;

@@ -59,7 +59,8 @@ struct TrainerState {
   // The sum of the step losses (each averaged over ranks) of the run's first
   // `totalLossSteps` steps, kept across resumes (checkpointed), so that train_loss covers
   // the whole run. totalLossSteps < globalStep only after resuming from a checkpoint that
-  // predates it (then the sum starts at the resume).
+  // predates it (then the sum starts at the resume). During train() the sum is kept on the
+  // model's device; this field catches up when a step logs, at a save and at the end.
   double totalLoss = 0.0;
   std::int64_t totalLossSteps = 0;
   std::vector<LogEntry> logHistory;
@@ -136,6 +137,12 @@ struct TrainOutput {
   // gradient reduction), clip (grad norm, its all-reduce, clipping), optimizer, and
   // bookkeeping (progress, callbacks, logging). Evaluation and saves are not included.
   std::map<std::string, double> phaseSeconds;
+  // Device-to-host reads the step loop made in each optimizer step of this call (index i:
+  // the i-th step run), from fetching its data through logging it; evaluation and saves not
+  // included. The step itself works on device tensors: a step reads at most once, and not at
+  // all when it neither logs nor can stop (no enable_jit_checkpoint) with the default loss
+  // (a computeLoss needs the item count on the host: one read per step).
+  std::vector<std::int64_t> hostSyncsPerStep;
 };
 
 // Owns its optimizer, data loader and reporters; borrows `comm` (must outlive it).
@@ -168,7 +175,7 @@ class Trainer {
   const TrainingArguments& args() const { return args_; }
 
  private:
-  struct Impl;
+  friend class TrainLoop;  // train()'s step units (trainer/src/train_loop.h)
   TrainingArguments args_;
   dist::Communicator& comm_;
   TrainerParts parts_;
@@ -179,6 +186,7 @@ class Trainer {
   // enable_jit_checkpoint: installed by the constructor, for the Trainer's lifetime.
   std::unique_ptr<PreemptionWatcher> watcher_;
   bool evalInterrupted_ = false;  // the last evaluate() stopped for a preemption
+  bool defaultLoss_ = false;      // computeLoss is tokenMeanLoss (the step divides on device)
 };
 
 // The default loss: sum of token cross-entropies over targets != -100 divided by the global
