@@ -10,6 +10,7 @@
 #include "cohort/dist/communicator.h"
 #include "cohort/dist/mpi_backend.h"
 #include "cohort/dist/runtime.h"
+#include "message_of.h"
 
 namespace cohort::test {
 
@@ -32,16 +33,6 @@ inline bool allRanks(bool ok) {
   return all == 1;
 }
 
-// Runs f and returns the message of the exception of type E it throws ("" if none).
-template <typename E, typename F>
-std::string messageOf(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "";
-}
 
 void resetJobBroken();
 

@@ -1,0 +1,174 @@
+#include "ring.h"
+
+#include <algorithm>
+
+#include "reduce.h"
+
+namespace cohort::dist::detail {
+
+namespace {
+
+bool isHalf(DType t) { return t == DType::kBFloat16 || t == DType::kFloat16; }
+
+}  // namespace
+
+void Ring::allReduce(void* buf, std::size_t count, DType dtype, ReduceOp op) {
+  if (t_.size() == 2 && !isHalf(dtype)) return pairAllReduce(buf, count, dtype, op);
+  ring(buf, count, dtype, op, true, true);
+}
+
+void Ring::reduceScatter(void* buf, std::size_t count, DType dtype, ReduceOp op) {
+  ring(buf, count, dtype, op, true, false);
+}
+
+void Ring::allGatherPartitions(void* buf, std::size_t count, DType dtype) {
+  ring(buf, count, dtype, ReduceOp::kSum, false, true);
+}
+
+void Ring::pairMax(SignatureBuffer& v) {
+  SignatureBuffer peer{};
+  const int other = 1 - t_.rank();
+  t_.postRecv(other, kCheckTag, peer.data(), sizeof(peer));
+  t_.postSend(other, kCheckTag, v.data(), sizeof(v));
+  waitAll();
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = std::max(v[i], peer[i]);
+}
+
+// The ring, shared by all_reduce (reduce-scatter then all-gather), reduce_scatter and
+// all_gather of partitions. Rank i's partition is partitionOf(count, n, i); the buffer is
+// processed slice by slice, slice k being the k-th chunk of every partition, so each slice
+// stays in cache. Half types are widened to float32 for the reduction and rounded once.
+void Ring::ring(void* buf, std::size_t count, DType dtype, ReduceOp op, bool reduceScatter,
+                bool allGather) {
+  const int n = t_.size(), rank = t_.rank();
+  if (count == 0 || n == 1) return;
+  const bool widen = isHalf(dtype) && reduceScatter;
+  const DType wt = widen ? DType::kFloat32 : dtype;  // working type
+  const std::size_t es = elementSize(wt), inEs = elementSize(dtype);
+  const std::size_t chunk = std::max<std::size_t>(1, sliceBytes_ / es / n);
+  std::size_t maxPart = 0;
+  std::vector<std::size_t> start(n), part(n);
+  for (int i = 0; i < n; ++i) {
+    const auto [lo, hi] = partitionOf(count, n, i);
+    start[i] = lo;
+    part[i] = hi - lo;
+    maxPart = std::max(maxPart, part[i]);
+  }
+  if (reduceScatter && scratch_.size() < chunk * es) scratch_.resize(chunk * es);
+  if (widen && widened_.size() < chunk * n) widened_.resize(chunk * n);
+  std::vector<char*> seg(n);
+  std::vector<std::size_t> len(n);
+  char* base = static_cast<char*>(buf);
+  for (std::size_t k = 0; k * chunk < maxPart; ++k) {
+    for (int i = 0; i < n; ++i) {
+      const std::size_t off = std::min(k * chunk, part[i]);
+      len[i] = std::min(chunk, part[i] - off);
+      if (widen) {
+        float* w = widened_.data() + static_cast<std::size_t>(i) * chunk;
+        widenToFloat(reinterpret_cast<const std::uint16_t*>(base + (start[i] + off) * inEs), w,
+                     len[i], dtype);
+        seg[i] = reinterpret_cast<char*>(w);
+      } else {
+        seg[i] = base + (start[i] + off) * inEs;
+      }
+    }
+    if (reduceScatter) {
+      ringReduceScatter(seg, len, wt, op);
+      if (op == ReduceOp::kAvg) divideBy(seg[rank], len[rank], wt, n);
+    }
+    if (allGather) ringAllGather(seg, len, es);
+    if (widen) {  // round once; after a bare reduce-scatter only our partition is defined
+      for (int i = 0; i < n; ++i) {
+        if (!allGather && i != rank) continue;
+        const std::size_t off = std::min(k * chunk, part[i]);
+        narrowFromFloat(reinterpret_cast<const float*>(seg[i]),
+                        reinterpret_cast<std::uint16_t*>(base + (start[i] + off) * inEs), len[i],
+                        dtype);
+      }
+    }
+  }
+}
+
+// All-reduce of two ranks (float32, float64 and integer types): the ring's two steps per
+// slice, pipelined. Each rank owns half of every slice; step one swaps the halves so each
+// rank reduces its own, step two swaps the reduced halves back. Slice k+1's first swap is
+// posted before slice k is reduced and slice k's second swap is posted right after, so
+// each slice costs one wait instead of two and the peer copies one message while this
+// rank reduces. Received halves alternate between two scratch areas.
+void Ring::pairAllReduce(void* buf, std::size_t count, DType dtype, ReduceOp op) {
+  if (count == 0) return;
+  const int rank = t_.rank(), peer = 1 - rank;
+  const std::size_t es = elementSize(dtype);
+  const std::size_t sliceBytes = std::min<std::size_t>(sliceBytes_, 1 << 30);
+  const std::size_t chunk = std::max<std::size_t>(1, sliceBytes / es / 2);
+  const auto [mineLo, mineHi] = partitionOf(count, 2, rank);
+  const auto [peerLo, peerHi] = partitionOf(count, 2, peer);
+  const std::size_t slices = (std::max(mineHi - mineLo, peerHi - peerLo) + chunk - 1) / chunk;
+  if (scratch_.size() < 2 * chunk * es) scratch_.resize(2 * chunk * es);
+  char* base = static_cast<char*>(buf);
+  struct Segment {
+    char* data;
+    std::size_t bytes;
+  };
+  // Slice k of the partition [lo, hi): empty once the partition is exhausted.
+  auto segment = [&](std::size_t lo, std::size_t hi, std::size_t k) {
+    const std::size_t off = std::min(lo + k * chunk, hi);
+    return Segment{base + off * es, std::min(chunk, hi - off) * es};
+  };
+  auto scratch = [&](std::size_t k) { return scratch_.data() + (k % 2) * chunk * es; };
+  // Each wait covers the halves of slice k going to be reduced and the reduced halves of
+  // slice k-1.
+  auto postScatter = [&](std::size_t k) {
+    const Segment mine = segment(mineLo, mineHi, k), theirs = segment(peerLo, peerHi, k);
+    t_.postRecv(peer, kDataTag, scratch(k), mine.bytes);
+    t_.postSend(peer, kDataTag, theirs.data, theirs.bytes);
+  };
+  auto postGather = [&](std::size_t k) {
+    const Segment mine = segment(mineLo, mineHi, k), theirs = segment(peerLo, peerHi, k);
+    t_.postRecv(peer, kGatherTag, theirs.data, theirs.bytes);
+    t_.postSend(peer, kGatherTag, mine.data, mine.bytes);
+  };
+  postScatter(0);
+  for (std::size_t k = 0; k < slices; ++k) {
+    waitAll();  // slice k's halves swapped, slice k-1 complete
+    if (k + 1 < slices) postScatter(k + 1);
+    const Segment mine = segment(mineLo, mineHi, k);
+    const std::size_t n = mine.bytes / es;
+    reduceInto(mine.data, scratch(k), n, dtype, op);
+    if (op == ReduceOp::kAvg) divideBy(mine.data, n, dtype, 2);
+    postGather(k);
+  }
+  waitAll();
+}
+
+// After n-1 steps rank r's segment r holds the reduction over all ranks.
+void Ring::ringReduceScatter(const std::vector<char*>& seg, const std::vector<std::size_t>& len,
+                             DType wt, ReduceOp reduce) {
+  const int n = t_.size(), rank = t_.rank();
+  const std::size_t es = elementSize(wt);
+  const int next = (rank + 1) % n, prev = (rank - 1 + n) % n;
+  auto mod = [&](int v) { return ((v % n) + n) % n; };
+  for (int s = 0; s < n - 1; ++s) {
+    const int si = mod(rank - s - 1), ri = mod(rank - s - 2);
+    t_.postRecv(prev, kDataTag, scratch_.data(), len[ri] * es);
+    t_.postSend(next, kDataTag, seg[si], len[si] * es);
+    waitAll();
+    reduceInto(seg[ri], scratch_.data(), len[ri], wt, reduce);
+  }
+}
+
+// Rank r's segment r goes to every rank.
+void Ring::ringAllGather(const std::vector<char*>& seg, const std::vector<std::size_t>& len,
+                         std::size_t es) {
+  const int n = t_.size(), rank = t_.rank();
+  const int next = (rank + 1) % n, prev = (rank - 1 + n) % n;
+  auto mod = [&](int v) { return ((v % n) + n) % n; };
+  for (int s = 0; s < n - 1; ++s) {
+    const int si = mod(rank - s), ri = mod(rank - s - 1);
+    t_.postRecv(prev, kDataTag, seg[ri], len[ri] * es);
+    t_.postSend(next, kDataTag, seg[si], len[si] * es);
+    waitAll();
+  }
+}
+
+}  // namespace cohort::dist::detail

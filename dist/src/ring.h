@@ -1,0 +1,63 @@
+// Cohort's own ring collectives over a Transport: all-reduce (reduce-scatter + all-gather),
+// reduce-scatter and all-gather of partitions, and the two-rank swaps. Torch- and MPI-free,
+// so tests run them over an in-memory transport with N ranks as threads.
+//
+// The buffer is processed slice by slice so each slice stays in cache; bf16/fp16 are
+// widened to float32 per slice and rounded once. With two ranks (other dtypes) the two ring
+// steps are pipelined across slices (pairAllReduce). Every function here is COLLECTIVE over
+// the transport's group: all ranks call it with the same count, dtype, op and slice size.
+// Private to cohort_dist.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "cohort/dist/types.h"
+#include "engine.h"
+#include "transport.h"
+
+namespace cohort::dist::detail {
+
+// Transport tags of the ring (the control channel is separate).
+constexpr int kDataTag = 11;
+constexpr int kGatherTag = 12;  // the all-gather half of a two-rank all-reduce
+constexpr int kCheckTag = 13;   // the two-rank argument check
+
+// One rank's view for one collective: the transport, the wait (which carries the
+// collective's deadline) and scratch space reused across collectives. Borrowed references;
+// used by one thread at a time.
+class Ring {
+ public:
+  Ring(Transport& transport, WaitPolicy& wait, std::size_t sliceBytes)
+      : t_(transport), wait_(wait), sliceBytes_(sliceBytes) {}
+
+  // In place. kAvg divides once at the end (floating dtypes only: checked by the caller).
+  void allReduce(void* buf, std::size_t count, DType dtype, ReduceOp op);
+  // In place; afterwards this rank's partition (partitionOf) holds the reduction.
+  void reduceScatter(void* buf, std::size_t count, DType dtype, ReduceOp op);
+  // In place; every rank's partition goes to every rank.
+  void allGatherPartitions(void* buf, std::size_t count, DType dtype);
+  // Two ranks: v[i] = max(v[i], peer's v[i]) with one message each way (the argument check).
+  void pairMax(SignatureBuffer& v);
+
+ private:
+  void ring(void* buf, std::size_t count, DType dtype, ReduceOp op, bool reduceScatter,
+            bool allGather);
+  void pairAllReduce(void* buf, std::size_t count, DType dtype, ReduceOp op);
+  void ringReduceScatter(const std::vector<char*>& seg, const std::vector<std::size_t>& len,
+                         DType wt, ReduceOp reduce);
+  void ringAllGather(const std::vector<char*>& seg, const std::vector<std::size_t>& len,
+                     std::size_t es);
+  void waitAll() {
+    wait_.waitUntil([this] { return t_.testAll(); });
+  }
+
+  Transport& t_;
+  WaitPolicy& wait_;
+  std::size_t sliceBytes_;
+  std::vector<char> scratch_;
+  std::vector<float> widened_;
+};
+
+}  // namespace cohort::dist::detail
