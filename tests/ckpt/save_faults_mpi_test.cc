@@ -5,6 +5,7 @@
 // a retry succeeds. The single-process version of every step is save_faults_test.cc.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <cerrno>
 #include <cstring>
