@@ -229,6 +229,5 @@ Warnings validate(const TrainingArguments& a, const ValidationContext& ctx) {
   checkJitCheckpoint(a);
   return warnings;
 }
-}
 
 }  // namespace cohort::trainer
