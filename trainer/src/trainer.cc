@@ -388,6 +388,7 @@ TrainOutput Trainer::train() {
     cfg.outputDir = args_.output_dir();
     if (args_.has_logging_dir()) cfg.loggingDir = args_.logging_dir();
     cfg.progressBar = bar.get();
+    cfg.runArguments = &args_;  // TensorBoard: text and HParams summaries of the run
     // A fresh run starts a new log history; a resumed one continues it.
     cfg.appendJsonl = resumeKind(args_) != ResumeKind::kNone;
     std::filesystem::create_directories(args_.output_dir());
