@@ -2,7 +2,7 @@
 #   find_package(Cohort REQUIRED)  ->  target_link_libraries(app Cohort::dist Cohort::trainer)
 include(CMakePackageConfigHelpers)
 
-set(COHORT_INSTALL_TARGETS cohort_dist cohort_error cohort_ckpt_format cohort_ckpt)
+set(COHORT_INSTALL_TARGETS cohort_env cohort_dist cohort_error cohort_ckpt_format cohort_ckpt)
 install(DIRECTORY dist/include/ ckpt/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 # The generated manifest header is part of the checkpoint API.
 install(FILES ${CMAKE_BINARY_DIR}/ckpt/gen/manifest.pb.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})

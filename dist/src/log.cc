@@ -44,6 +44,13 @@ void configure(int rank, const std::string& host, bool showHost) {
     }
     l.set_level(parsed);
   }
+  // Override notices ("COHORT_X set by environment to Y") once, from rank 0 only: every
+  // rank has the same environment under mpirun, so more would be noise.
+  if (rank == 0) {
+    env::setOverrideSink([](const std::string& line) { COHORT_LOG_INFO("{}", line); });
+  } else {
+    env::setOverrideSink([](const std::string&) {});
+  }
 }
 
 spdlog::logger& get() { return instance(); }
