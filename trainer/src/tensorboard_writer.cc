@@ -35,6 +35,7 @@ void putLittleEndian(std::string& out, std::uint64_t v, int bytes) {
 // Deterministic: map entries (the hparams) in key order, so equal runs write equal bytes.
 std::string serialize(const pb::Message& m) {
   std::string out;
+  m.ByteSizeLong();  // caches the sizes SerializeWithCachedSizes writes
   {
     pb::io::StringOutputStream stream(&out);
     pb::io::CodedOutputStream coded(&stream);
@@ -42,11 +43,6 @@ std::string serialize(const pb::Message& m) {
     m.SerializeWithCachedSizes(&coded);
   }
   return out;
-}
-
-std::string serializeSized(pb::Message& m) {
-  m.ByteSizeLong();  // caches the sizes SerializeWithCachedSizes writes
-  return serialize(m);
 }
 
 // One hparam per field that has a value (set, or a declared default): numbers, bools and
@@ -142,7 +138,7 @@ TensorBoardReporter::TensorBoardReporter(const std::string& logDir,
   tb::Event event;
   event.set_wall_time(start);
   event.set_file_version("brain.Event:2");
-  writeRecord(serializeSized(event));
+  writeRecord(serialize(event));
 }
 
 void TensorBoardReporter::log(const LogEntry& entry) {
@@ -159,7 +155,7 @@ void TensorBoardReporter::log(const LogEntry& entry) {
     if (key != "step" && key != "epoch") addScalar(key, v);  // the dedicated fields win
   }
   addScalar("epoch", entry.epoch);
-  writeRecord(serializeSized(event));
+  writeRecord(serialize(event));
 }
 
 void TensorBoardReporter::logRunArguments(const TrainingArguments& args) {
@@ -172,13 +168,13 @@ void TensorBoardReporter::logRunArguments(const TrainingArguments& args) {
   tb::SummaryMetadata* meta = value->mutable_metadata();
   meta->mutable_plugin_data()->set_plugin_name("text");
   tb::TextPluginData textPlugin;  // version 0: serializes to nothing, as TensorBoard's own
-  meta->mutable_plugin_data()->set_content(serializeSized(textPlugin));
+  meta->mutable_plugin_data()->set_content(serialize(textPlugin));
   meta->set_data_class(tb::DATA_CLASS_TENSOR);
   tb::TensorProto* tensor = value->mutable_tensor();
   tensor->set_dtype(tb::DT_STRING);
   tensor->mutable_tensor_shape();  // no dims: a scalar string
   tensor->add_string_val(toJson(args));
-  writeRecord(serializeSized(text));
+  writeRecord(serialize(text));
 
   // The HParams dashboard: one session whose hparams are the arguments.
   tb::HParamsPluginData plugin;
@@ -192,8 +188,8 @@ void TensorBoardReporter::logRunArguments(const TrainingArguments& args) {
   value->set_tag("_hparams_/session_start_info");
   meta = value->mutable_metadata();
   meta->mutable_plugin_data()->set_plugin_name("hparams");
-  meta->mutable_plugin_data()->set_content(serializeSized(plugin));
-  writeRecord(serializeSized(hparams));
+  meta->mutable_plugin_data()->set_content(serialize(plugin));
+  writeRecord(serialize(hparams));
 }
 
 void TensorBoardReporter::writeRecord(const std::string& data) {
