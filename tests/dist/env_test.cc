@@ -45,6 +45,34 @@ std::vector<std::string> collectNotices() {
   return out;
 }
 
+// Notices: once per variable, only for a value that differs from the default (compared as
+// parsed values), held until a sink is installed. First in this file: notices are once
+// per process, so the variables here must not have been read with other values before.
+TEST(UnitEnvRegistry, OverrideNoticedOnceAndOnlyWhenDifferent) {
+  setOverrideSink(nullptr);  // hold
+  set("COHORT_DEVICE", "cpu");
+  set("COHORT_CKPT_COPY_AHEAD", "true");  // the default "1", spelt differently
+  set("COHORT_COLLECTIVE_TIMEOUT", "600.0");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(get(kDevice), "cpu");
+    EXPECT_TRUE(get(kCkptCopyAhead));
+    EXPECT_EQ(get(kCollectiveTimeout), 600.0);
+    testing::clearCache();  // even re-parsing does not repeat a notice
+  }
+  EXPECT_EQ(collectNotices(), std::vector<std::string>{"COHORT_DEVICE set by environment to cpu"});
+  set("COHORT_LOG_LEVEL", "debug");  // an empty default: any value is an override
+  EXPECT_EQ(get(kLogLevel), "debug");
+  EXPECT_EQ(collectNotices(),
+            std::vector<std::string>{"COHORT_LOG_LEVEL set by environment to debug"});
+  EXPECT_EQ(get(kLogLevel), "debug");
+  EXPECT_TRUE(collectNotices().empty());
+  setOverrideSink(nullptr);
+  for (const char* n : {"COHORT_DEVICE", "COHORT_CKPT_COPY_AHEAD", "COHORT_COLLECTIVE_TIMEOUT",
+                        "COHORT_LOG_LEVEL"}) {
+    set(n, nullptr);
+  }
+}
+
 TEST(UnitEnvRegistry, DefaultsAndTypedValues) {
   for (const Var& v : all()) set(v.name, nullptr);
   EXPECT_EQ(get(kCollectiveTimeout), 600.0);
@@ -91,33 +119,6 @@ TEST(UnitEnvRegistry, BadValuesNameTheVariableAndAreNotCached) {
   EXPECT_THROW(get(kProgressBar), ConfigError);
   set("COHORT_ALLREDUCE_SLICE_BYTES", nullptr);
   set("COHORT_PROGRESS_BAR", nullptr);
-}
-
-// Notices: once per variable, only for a value that differs from the default (compared as
-// parsed values), held until a sink is installed.
-TEST(UnitEnvRegistry, OverrideNoticedOnceAndOnlyWhenDifferent) {
-  setOverrideSink(nullptr);  // hold
-  set("COHORT_DEVICE", "cpu");
-  set("COHORT_CKPT_COPY_AHEAD", "true");  // the default "1", spelt differently
-  set("COHORT_COLLECTIVE_TIMEOUT", "600.0");
-  for (int i = 0; i < 3; ++i) {
-    EXPECT_EQ(get(kDevice), "cpu");
-    EXPECT_TRUE(get(kCkptCopyAhead));
-    EXPECT_EQ(get(kCollectiveTimeout), 600.0);
-    testing::clearCache();  // even re-parsing does not repeat a notice
-  }
-  EXPECT_EQ(collectNotices(), std::vector<std::string>{"COHORT_DEVICE set by environment to cpu"});
-  set("COHORT_LOG_LEVEL", "debug");  // an empty default: any value is an override
-  EXPECT_EQ(get(kLogLevel), "debug");
-  EXPECT_EQ(collectNotices(),
-            std::vector<std::string>{"COHORT_LOG_LEVEL set by environment to debug"});
-  EXPECT_EQ(get(kLogLevel), "debug");
-  EXPECT_TRUE(collectNotices().empty());
-  setOverrideSink(nullptr);
-  for (const char* n : {"COHORT_DEVICE", "COHORT_CKPT_COPY_AHEAD", "COHORT_COLLECTIVE_TIMEOUT",
-                        "COHORT_LOG_LEVEL"}) {
-    set(n, nullptr);
-  }
 }
 
 // docs/env.md's first table (up to "## Outside the library") lists exactly the registry.
