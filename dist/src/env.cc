@@ -113,19 +113,6 @@ Value read(const Var& v) {
   return value;
 }
 
-const Var& find(const std::string& name) {
-  for (const Var& v : all()) {
-    if (name == v.name) return v;
-  }
-  throw Error("cohort::env: variable " + name + " is not declared in env.h");
-}
-
-std::string raw(const std::string& name) {
-  const Var& v = find(name);
-  const char* s = std::getenv(v.name);
-  return (s != nullptr && *s != '\0') ? std::string(s) : std::string(v.defaultValue);
-}
-
 }  // namespace
 
 std::string get(const Param<std::string>& p) { return std::get<std::string>(read(p.var)); }
@@ -145,11 +132,6 @@ void setOverrideSink(std::function<void(const std::string&)> sink) {
   }
   for (const auto& line : out) sink(line);
 }
-
-std::string getString(const std::string& name) { return raw(name); }
-std::int64_t getInt(const std::string& name) { return parseInt(name, raw(name)); }
-double getDouble(const std::string& name) { return parseDouble(name, raw(name)); }
-bool getBool(const std::string& name) { return parseBool(name, raw(name)); }
 
 namespace testing {
 

@@ -33,7 +33,7 @@ void configure(int rank, const std::string& host, bool showHost) {
   const std::string tag = showHost ? "rank " + std::to_string(rank) + "@" + host
                                    : "rank " + std::to_string(rank);
   l.set_pattern("[%H:%M:%S.%e] [" + tag + "] [%^%l%$] %v");
-  const std::string level = env::getString("COHORT_LOG_LEVEL");
+  const std::string level = env::get(env::kLogLevel);
   if (level.empty()) {
     l.set_level(rank == 0 ? spdlog::level::info : spdlog::level::warn);
   } else {

@@ -376,12 +376,12 @@ TrainOutput Trainer::train() {
   std::unique_ptr<ProgressBar> bar;
   if (rank == 0) {  // only rank 0 writes logs and draws progress
     ProgressBarOptions po;
-    const std::string mode = env::getString("COHORT_PROGRESS_BAR");
-    if (mode == "auto") {
+    const env::AutoBool mode = env::get(env::kProgressBar);
+    if (!mode) {
       po.isTerminal =
           ProgressBar::stdoutIsTerminal() && std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr;
     } else {
-      po.isTerminal = env::getBool("COHORT_PROGRESS_BAR");
+      po.isTerminal = *mode;
     }
     bar = std::make_unique<ProgressBar>(state_.maxSteps, po);
     ReporterConfig cfg;

@@ -110,11 +110,4 @@ AutoBool get(const Param<AutoBool>& p);
 // held and handed to the next sink installed, in order; an empty function holds again.
 void setOverrideSink(std::function<void(const std::string&)> sink);
 
-// Transitional string-named accessors (not cached, no override notice): an undeclared name
-// is an Error at run time. Kept only until every call site uses a handle.
-std::string getString(const std::string& name);
-std::int64_t getInt(const std::string& name);
-double getDouble(const std::string& name);
-bool getBool(const std::string& name);
-
 }  // namespace cohort::env
