@@ -75,10 +75,14 @@ bool parseBool(const std::string& name, const std::string& s) {
 
 Value parse(const Var& v, const std::string& s) {
   switch (v.type) {
-    case Type::kString: return s;
-    case Type::kInt: return parseInt(v.name, s);
-    case Type::kDouble: return parseDouble(v.name, s);
-    case Type::kBool: return parseBool(v.name, s);
+    case Type::kString:
+      return s;
+    case Type::kInt:
+      return parseInt(v.name, s);
+    case Type::kDouble:
+      return parseDouble(v.name, s);
+    case Type::kBool:
+      return parseBool(v.name, s);
     case Type::kAutoBool:
       if (strcasecmp(s.c_str(), "auto") == 0) return AutoBool{};
       if (auto b = boolWord(s)) return AutoBool{*b};

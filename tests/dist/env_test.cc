@@ -110,7 +110,8 @@ TEST(UnitEnvRegistry, BadValuesNameTheVariableAndAreNotCached) {
     get(kAllreduceSliceBytes);
     ADD_FAILURE() << "no ConfigError";
   } catch (const ConfigError& e) {
-    EXPECT_STREQ(e.what(), "environment variable COHORT_ALLREDUCE_SLICE_BYTES='12k' is not an integer");
+    EXPECT_STREQ(e.what(),
+                 "environment variable COHORT_ALLREDUCE_SLICE_BYTES='12k' is not an integer");
   }
   EXPECT_THROW(get(kAllreduceSliceBytes), ConfigError);  // still bad, read again
   setenv("COHORT_ALLREDUCE_SLICE_BYTES", "4096", 1);

@@ -68,16 +68,36 @@ void addHparams(const pb::Message& args, tb::SessionStartInfo& info) {
     if (!r->HasField(args, f) && !f->has_default_value()) continue;
     tb::HParamValue& v = out[f->name()];
     switch (f->cpp_type()) {
-      case T::CPPTYPE_BOOL: v.set_bool_value(r->GetBool(args, f)); break;
-      case T::CPPTYPE_INT32: v.set_number_value(r->GetInt32(args, f)); break;
-      case T::CPPTYPE_INT64: v.set_number_value(static_cast<double>(r->GetInt64(args, f))); break;
-      case T::CPPTYPE_UINT32: v.set_number_value(r->GetUInt32(args, f)); break;
-      case T::CPPTYPE_UINT64: v.set_number_value(static_cast<double>(r->GetUInt64(args, f))); break;
-      case T::CPPTYPE_FLOAT: v.set_number_value(r->GetFloat(args, f)); break;
-      case T::CPPTYPE_DOUBLE: v.set_number_value(r->GetDouble(args, f)); break;
-      case T::CPPTYPE_STRING: v.set_string_value(r->GetString(args, f)); break;
-      case T::CPPTYPE_ENUM: v.set_string_value(r->GetEnum(args, f)->name()); break;
-      case T::CPPTYPE_MESSAGE: out.erase(f->name()); break;
+      case T::CPPTYPE_BOOL:
+        v.set_bool_value(r->GetBool(args, f));
+        break;
+      case T::CPPTYPE_INT32:
+        v.set_number_value(r->GetInt32(args, f));
+        break;
+      case T::CPPTYPE_INT64:
+        v.set_number_value(static_cast<double>(r->GetInt64(args, f)));
+        break;
+      case T::CPPTYPE_UINT32:
+        v.set_number_value(r->GetUInt32(args, f));
+        break;
+      case T::CPPTYPE_UINT64:
+        v.set_number_value(static_cast<double>(r->GetUInt64(args, f)));
+        break;
+      case T::CPPTYPE_FLOAT:
+        v.set_number_value(r->GetFloat(args, f));
+        break;
+      case T::CPPTYPE_DOUBLE:
+        v.set_number_value(r->GetDouble(args, f));
+        break;
+      case T::CPPTYPE_STRING:
+        v.set_string_value(r->GetString(args, f));
+        break;
+      case T::CPPTYPE_ENUM:
+        v.set_string_value(r->GetEnum(args, f)->name());
+        break;
+      case T::CPPTYPE_MESSAGE:
+        out.erase(f->name());
+        break;
     }
   }
 }

@@ -68,15 +68,25 @@ namespace detail {
 template <typename T>
 constexpr Type typeOf();
 template <>
-constexpr Type typeOf<std::string>() { return Type::kString; }
+constexpr Type typeOf<std::string>() {
+  return Type::kString;
+}
 template <>
-constexpr Type typeOf<std::int64_t>() { return Type::kInt; }
+constexpr Type typeOf<std::int64_t>() {
+  return Type::kInt;
+}
 template <>
-constexpr Type typeOf<double>() { return Type::kDouble; }
+constexpr Type typeOf<double>() {
+  return Type::kDouble;
+}
 template <>
-constexpr Type typeOf<bool>() { return Type::kBool; }
+constexpr Type typeOf<bool>() {
+  return Type::kBool;
+}
 template <>
-constexpr Type typeOf<AutoBool>() { return Type::kAutoBool; }
+constexpr Type typeOf<AutoBool>() {
+  return Type::kAutoBool;
+}
 
 enum Index : int {
 #define COHORT_ENV_INDEX_(handle, T, name, def, help) handle##Index,
