@@ -56,6 +56,7 @@
 #include <vector>
 
 #include "cohort/ckpt/checkpointer.h"
+#include "cohort/dist/consensus.h"
 #include "cohort/dist/runtime.h"
 #include "cohort/dist/types.h"
 
@@ -388,7 +389,9 @@ int run(int argc, char** argv) {
                 static_cast<long long>(s.totalBytes));
   }
   MPI_Barrier(MPI_COMM_WORLD);
-  cohort::ckpt::Checkpointer ckpt;
+  cohort::dist::Consensus consensus(MPI_COMM_WORLD,
+                                    cohort::dist::ConsensusOptions::fromEnv("checkpoint"));
+  cohort::ckpt::Checkpointer ckpt(consensus);
   bool firstAsync = true;
   for (int rep = 0; rep < repeats; ++rep) {
     if (rep % 2 == 0 || !withTorch) {

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <stdexcept>
+#include <string>
 
 #include "cohort/trainer/preemption.h"
 
@@ -19,6 +21,24 @@ void installHandlersAtStartup(int, char**, char**) { trainer::installEarlyPreemp
 __attribute__((section(".preinit_array"),
                used)) void (*const kInstallHandlersAtStartup)(int, char**,
                                                               char**) = installHandlersAtStartup;
+
+// In a multi-host job a fatal error line also says where this rank runs and which ranks
+// run where, so "rank 2 did not arrive" can be read as "host h1 is gone" (issue 19). A
+// ConfigError (exit code 2) is the same on every rank and stays as it is.
+int reportWithHosts(const std::exception& e, const dist::Runtime* runtime, int rank) {
+  if (runtime == nullptr || runtime->topology().nodeCount < 2 ||
+      trainer::exitCodeFor(e) == trainer::kConfigErrorExitCode) {
+    return trainer::reportFatalError(e, rank);
+  }
+  const dist::Topology& t = runtime->topology();
+  const std::string hosts = t.nodeCount <= 32
+                                ? dist::describeHosts(t)
+                                : std::to_string(t.nodeCount) + ": see the start-up line";
+  const std::runtime_error withHosts("on " + t.hostname + ": " + e.what() + " [hosts: " + hosts +
+                                     "]");
+  trainer::reportFatalError(withHosts, rank);
+  return trainer::exitCodeFor(e);
+}
 
 }  // namespace
 
@@ -53,7 +73,7 @@ int runExample(const trainer::ProgramInfo& program, int argc, char** argv,
     comm.reset();
     return 0;
   } catch (const std::exception& e) {
-    const int code = trainer::reportFatalError(e, rank);
+    const int code = reportWithHosts(e, runtime.get(), rank);
     if (comm) comm->abort(e.what());
     comm.reset();
     return code;

@@ -10,10 +10,9 @@
 #include <mutex>
 #include <thread>
 
-#include "cohort/dist/communicator.h"
+#include "cohort/dist/consensus.h"
 #include "cohort/dist/env.h"
 #include "cohort/dist/log.h"
-#include "cohort/dist/mpi_backend.h"
 
 namespace cohort::ckpt {
 
@@ -54,12 +53,6 @@ namespace {
 at::Tensor hostContiguous(const at::Tensor& t) {
   at::Tensor h = t.device().is_cpu() ? t : t.to(at::kCPU);
   return h.contiguous();
-}
-
-at::Tensor bytesTensor(const std::string& s) {
-  at::Tensor t = at::empty({static_cast<std::int64_t>(s.size())}, at::kByte);
-  if (!s.empty()) std::memcpy(t.data_ptr(), s.data(), s.size());
-  return t;
 }
 
 }  // namespace
@@ -172,10 +165,8 @@ struct Checkpointer::Pending {
   std::future<SaveResult> result;
 };
 
-Checkpointer::Checkpointer(WriteOptions options) : options_(options) {
-  comm_ = std::make_unique<dist::Communicator>(
-      dist::makeMpiBackend(MPI_COMM_WORLD, dist::BackendOptions::fromEnv()));
-}
+Checkpointer::Checkpointer(dist::Consensus& consensus, WriteOptions options)
+    : consensus_(consensus), options_(options) {}
 
 Checkpointer::~Checkpointer() {
   if (!pending_) return;
@@ -186,36 +177,9 @@ Checkpointer::~Checkpointer() {
   }
 }
 
-std::vector<std::string> Checkpointer::allGatherStrings(const std::string& mine) {
-  std::vector<std::int64_t> sizes;
-  const at::Tensor all = comm_->allGatherV(bytesTensor(mine), &sizes);
-  std::vector<std::string> out;
-  const auto* p = static_cast<const char*>(all.data_ptr());
-  for (std::int64_t n : sizes) {
-    out.emplace_back(p, static_cast<std::size_t>(n));
-    p += n;
-  }
-  return out;
-}
-
-std::string Checkpointer::firstError(const std::string& localError) {
-  const std::vector<std::string> all = allGatherStrings(localError);
-  for (std::size_t r = 0; r < all.size(); ++r) {
-    if (all[r].empty()) continue;
-    if (all.size() > 1 && all[r].rfind("rank ", 0) != 0)
-      return "rank " + std::to_string(r) + ": " + all[r];
-    return all[r];
-  }
-  return "";
-}
-
-std::string Checkpointer::shareFromRoot(const std::string& value) {
-  return allGatherStrings(comm_->rank() == 0 ? value : "")[0];
-}
-
 SaveResult Checkpointer::saveNow(const std::string& dir, const std::vector<SavePiece>& pieces,
                                  Manifest header, ChunkBytes* bytes) {
-  const int rank = comm_->rank(), world = comm_->size();
+  const int rank = consensus_.rank(), world = consensus_.size();
   const auto t0 = std::chrono::steady_clock::now();
   std::string err;
   if (rank == 0) {
@@ -234,7 +198,7 @@ SaveResult Checkpointer::saveNow(const std::string& dir, const std::vector<SaveP
       err = e.what();
     }
   }
-  agree<CheckpointError>(err.empty() ? "" : "checkpoint " + dir + " not saved: " + err);
+  consensus_.agree<CheckpointError>(err.empty() ? "" : "checkpoint " + dir + " not saved: " + err);
 
   ShardReport report;
   std::vector<at::Tensor> hold;
@@ -274,7 +238,7 @@ SaveResult Checkpointer::saveNow(const std::string& dir, const std::vector<SaveP
   // Every rank learns every report: the same error everywhere, or rank 0 has all chunks.
   std::string wire;
   report.SerializeToString(&wire);
-  const std::vector<std::string> wires = allGatherStrings(wire);
+  const std::vector<std::string> wires = consensus_.allGather(wire);
   std::vector<ShardReport> reports(wires.size());
   std::int64_t totalBytes = 0;
   std::string firstFailure;
@@ -303,7 +267,8 @@ SaveResult Checkpointer::saveNow(const std::string& dir, const std::vector<SaveP
       err = e.what();
     }
   }
-  agree<CheckpointError>(err.empty() ? "" : "checkpoint " + dir + " not published: " + err);
+  consensus_.agree<CheckpointError>(err.empty() ? ""
+                                                : "checkpoint " + dir + " not published: " + err);
   SaveResult out;
   out.dir = dir;
   out.bytes = totalBytes;
@@ -379,7 +344,7 @@ Manifest Checkpointer::loadManifest(const std::string& dir) {
   } catch (const std::exception& e) {
     err = e.what();
   }
-  agree<CheckpointCorrupt>(err);
+  consensus_.agree<CheckpointCorrupt>(err);
   return m;
 }
 
@@ -407,7 +372,7 @@ std::int64_t Checkpointer::load(const std::string& dir, const Manifest& manifest
   } catch (const std::exception& e) {
     err = e.what();
   }
-  agree<CheckpointCorrupt>(err);
+  consensus_.agree<CheckpointCorrupt>(err);
   return reader.bytesRead();
 }
 

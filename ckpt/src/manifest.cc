@@ -1,8 +1,7 @@
-// Manifest I/O and structural checks, the sentinel protocol's file operations, and the
-// classification of checkpoint directories (valid / incomplete / corrupt).
-#include <fcntl.h>
+// Manifest I/O and structural checks, the sentinel protocol's file operations (through the
+// FileOps seam, file_ops.h), and the classification of checkpoint directories (valid /
+// incomplete / corrupt).
 #include <google/protobuf/text_format.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -16,6 +15,7 @@
 
 #include "cohort/ckpt/crc32c.h"
 #include "cohort/ckpt/format.h"
+#include "file_ops.h"
 
 namespace cohort::ckpt {
 
@@ -51,39 +51,15 @@ std::string checkpointDir(const std::string& outputDir, std::int64_t step) {
 }
 
 void fsyncPath(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw CheckpointError("cannot open " + path + " to fsync: " + std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) throw CheckpointError("fsync failed for " + path + ": " + std::strerror(err));
+  const int err = fileOps().syncPath(path);
+  if (err != 0) throw CheckpointError("fsync failed for " + path + ": " + std::strerror(err));
 }
 
 namespace {
 
-void writeFileDurably(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw CheckpointError("cannot create " + tmp + ": " + std::strerror(errno));
-  const char* p = bytes.data();
-  std::size_t left = bytes.size();
-  while (left > 0) {
-    const ssize_t w = ::write(fd, p, left);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      const int err = errno;
-      ::close(fd);
-      throw CheckpointError("write failed for " + tmp + ": " + std::strerror(err));
-    }
-    p += w, left -= static_cast<std::size_t>(w);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    throw CheckpointError("fsync failed for " + tmp + ": " + std::strerror(errno));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    throw CheckpointError("cannot rename " + tmp + ": " + std::strerror(errno));
-  }
-}
+constexpr const char* kSentinelText =
+    "This checkpoint is being written or its save failed; it is never resumed "
+    "from. Cohort removes this file once manifest.pb is durable.\n";
 
 std::optional<std::int64_t> stepOfName(const std::string& name) {
   const std::string prefix = kCheckpointPrefix;
@@ -99,21 +75,31 @@ std::optional<std::int64_t> stepOfName(const std::string& name) {
 }  // namespace
 
 void createSentinel(const std::string& dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) throw CheckpointError("cannot create " + dir + ": " + ec.message());
-  writeFileDurably((fs::path(dir) / kSentinelName).string(),
-                   "This checkpoint is being written or its save failed; it is never resumed "
-                   "from. Cohort removes this file once manifest.pb is durable.\n");
-  fsyncPath(dir);
-  fsyncPath(fs::path(dir).parent_path().string());
+  FileOps& ops = fileOps();
+  checkStep(ops.createDirectories(dir), step::kSentinelCreate, "create directory", dir);
+  writeFileDurably((fs::path(dir) / kSentinelName).string(), kSentinelText, step::kSentinelCreate,
+                   step::kSentinelCreate, step::kSentinelCreate);
+  checkStep(ops.syncPath(dir), step::kSentinelCreate, "fsync directory", dir);
+  const std::string parent = fs::path(dir).parent_path().string();
+  checkStep(ops.syncPath(parent), step::kSentinelCreate, "fsync directory", parent);
 }
 
 void removeSentinel(const std::string& dir) {
-  std::error_code ec;
-  fs::remove(fs::path(dir) / kSentinelName, ec);
-  if (ec) throw CheckpointError("cannot remove the sentinel in " + dir + ": " + ec.message());
-  fsyncPath(dir);
+  FileOps& ops = fileOps();
+  const std::string sentinel = (fs::path(dir) / kSentinelName).string();
+  const int err = ops.remove(sentinel);
+  if (err != ENOENT) checkStep(err, step::kSentinelRemove, "remove", sentinel);
+  const int syncErr = ops.syncPath(dir);
+  if (syncErr != 0) {
+    // The removal may not be durable, yet the directory would look complete to anyone
+    // listing it now, though the save reports failure: the sentinel goes back (best effort).
+    try {
+      writeFileDurably(sentinel, kSentinelText, step::kSentinelRemove, step::kSentinelRemove,
+                       step::kSentinelRemove);
+    } catch (const CheckpointError&) {
+    }
+    checkStep(syncErr, step::kSentinelRemove, "fsync directory", dir);
+  }
 }
 
 namespace {
@@ -379,9 +365,11 @@ void writeManifest(const std::string& dir, const Manifest& manifest) {
   const std::string bytes = serializeManifest(manifest);
   std::string text;
   google::protobuf::TextFormat::PrintToString(manifest, &text);
-  writeFileDurably((fs::path(dir) / kManifestTextName).string(), text);
-  writeFileDurably((fs::path(dir) / kManifestName).string(), bytes);
-  fsyncPath(dir);
+  writeFileDurably((fs::path(dir) / kManifestTextName).string(), text, step::kManifestWrite,
+                   step::kManifestFsync, step::kManifestPublish);
+  writeFileDurably((fs::path(dir) / kManifestName).string(), bytes, step::kManifestWrite,
+                   step::kManifestFsync, step::kManifestPublish);
+  checkStep(fileOps().syncPath(dir), step::kDirectoryFsync, "fsync directory", dir);
 }
 
 const char* statusName(CheckpointStatus s) {

@@ -1,9 +1,11 @@
 // Writes one shard file. HDF5 lays the file out (datasets, attributes, metadata) but the
-// bulk bytes bypass it: large datasets are created contiguous, allocated early and never
-// filled, aligned to 4 KiB, and after HDF5 has closed the file their bytes are written at
-// the offsets HDF5 reported, through O_DIRECT from aligned staging buffers while the next
-// buffer is filled and checksummed. Buffered writes of a new file are capped far below the
-// disk (~250 vs ~900 MB/s measured here); the result is an ordinary HDF5 file.
+// payload bypasses it: every dataset is created contiguous, allocated early and never
+// filled (large ones aligned to 4 KiB), and after HDF5 has closed the file the bytes are
+// written at the offsets HDF5 reported, from staging buffers while the next buffer is filled
+// and checksummed: the large datasets' aligned part through O_DIRECT (buffered writes of a
+// new file are capped far below the disk here, ~250 vs ~900 MB/s), the rest buffered. The
+// result is an ordinary HDF5 file. Every payload write and the fsync go through the FileOps
+// seam (file_ops.h), so failures are CheckpointIoError naming the step and the file.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -21,6 +23,7 @@
 
 #include "cohort/ckpt/crc32c.h"
 #include "cohort/ckpt/format.h"
+#include "file_ops.h"
 #include "h5_util.h"
 
 namespace cohort::ckpt {
@@ -28,7 +31,7 @@ namespace cohort::ckpt {
 namespace {
 
 constexpr std::int64_t kAlign = 4096;
-// Datasets at least this large are written by us (aligned, O_DIRECT); smaller ones by HDF5.
+// Datasets at least this large start on a 4 KiB boundary (O_DIRECT); smaller ones are packed.
 constexpr std::int64_t kDirectThreshold = 64 * 1024;
 constexpr std::int64_t kStageBytes = 8 << 20;
 constexpr int kStageBuffers = 3;
@@ -73,14 +76,15 @@ class BlockChecksums {
 };
 
 // Writes staged buffers at file offsets on its own thread: the aligned part through the
-// O_DIRECT descriptor, a final partial 4 KiB (only at a dataset's end) through the buffered
-// one, so no byte outside the dataset is ever touched.
+// O_DIRECT file (when there is one), the rest (a small dataset, a final partial 4 KiB at a
+// dataset's end) through the buffered one, so no byte outside the dataset is ever touched.
 class DirectWriter {
  public:
-  DirectWriter(const std::string& path, bool direct) : path_(path) {
-    if (direct) directFd_ = ::open(path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
-    bufferedFd_ = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-    if (bufferedFd_ < 0) throw CheckpointError(sysError("cannot open", path));
+  // `buffered`: the shard file, open for writing. With `direct`, it is opened a second time
+  // with O_DIRECT where the filesystem allows it.
+  DirectWriter(const std::string& path, std::unique_ptr<WritableFile> buffered, bool direct)
+      : path_(path), buffered_(std::move(buffered)) {
+    if (direct && fileOps().open(path, OpenMode::kDirect, &direct_) != 0) direct_.reset();
     for (int i = 0; i < kStageBuffers; ++i) {
       buffers_.push_back(std::make_unique<AlignedBuffer>(kStageBytes));
       free_.push_back(buffers_.back()->data);
@@ -94,8 +98,6 @@ class DirectWriter {
     }
     cv_.notify_all();
     thread_.join();
-    if (directFd_ >= 0) ::close(directFd_);
-    if (bufferedFd_ >= 0) ::close(bufferedFd_);
   }
 
   char* acquire() {
@@ -118,7 +120,9 @@ class DirectWriter {
     std::unique_lock<std::mutex> g(m_);
     cv_.wait(g, [&] { return (queue_.empty() && !busy_) || error_; });
     rethrowLocked();
-    if (::fsync(bufferedFd_) != 0) throw CheckpointError(sysError("fsync failed for", path_));
+    checkStep(buffered_->sync(), step::kShardFsync, "fsync", path_);
+    if (direct_) checkStep(direct_->close(), step::kShardFsync, "close", path_);
+    checkStep(buffered_->close(), step::kShardFsync, "close", path_);
   }
 
  private:
@@ -129,13 +133,8 @@ class DirectWriter {
   void rethrowLocked() {
     if (error_) std::rethrow_exception(error_);
   }
-  void writeAll(int fd, const char* p, std::int64_t n, std::int64_t off) {
-    while (n > 0) {
-      const ssize_t w = ::pwrite(fd, p, static_cast<std::size_t>(n), off);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) throw CheckpointError(sysError("write failed for", path_));
-      p += w, n -= w, off += w;
-    }
+  void writeAll(WritableFile& file, const char* p, std::int64_t n, std::int64_t off) {
+    checkStep(file.writeAt(p, static_cast<std::size_t>(n), off), step::kShardWrite, "write", path_);
   }
   void run() {
     for (;;) {
@@ -149,11 +148,10 @@ class DirectWriter {
         busy_ = true;
       }
       try {
-        std::int64_t aligned =
-            directFd_ >= 0 && job.off % kAlign == 0 ? job.n / kAlign * kAlign : 0;
-        if (aligned > 0) writeAll(directFd_, job.buf, aligned, job.off);
+        std::int64_t aligned = direct_ && job.off % kAlign == 0 ? job.n / kAlign * kAlign : 0;
+        if (aligned > 0) writeAll(*direct_, job.buf, aligned, job.off);
         if (aligned < job.n)
-          writeAll(bufferedFd_, job.buf + aligned, job.n - aligned, job.off + aligned);
+          writeAll(*buffered_, job.buf + aligned, job.n - aligned, job.off + aligned);
       } catch (...) {
         std::lock_guard<std::mutex> g(m_);
         error_ = std::current_exception();
@@ -168,7 +166,7 @@ class DirectWriter {
   }
 
   std::string path_;
-  int directFd_ = -1, bufferedFd_ = -1;
+  std::unique_ptr<WritableFile> buffered_, direct_;
   std::vector<std::unique_ptr<AlignedBuffer>> buffers_;
   std::mutex m_;
   std::condition_variable cv_;
@@ -194,10 +192,10 @@ std::uint32_t wholeChecksum(const Chunk& chunk, std::int64_t bytes, std::int64_t
   return crc;
 }
 
-// Size and CRC32C of the finished file without reading the large datasets back (they left
+// Size and CRC32C of the finished file without reading the datasets back (the large ones left
 // through O_DIRECT and are not cached): the bytes around them are read (HDF5's metadata,
-// the small datasets, alignment gaps), the datasets enter by their block checksums.
-ShardFile describeFile(const std::string& path, std::vector<Pending> large,
+// alignment gaps), the datasets enter by their block checksums.
+ShardFile describeFile(const std::string& path, std::vector<Pending> datasets,
                        const std::vector<Chunk>& chunks, std::int64_t blockBytes) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw CheckpointError(sysError("cannot reopen", path));
@@ -207,7 +205,7 @@ ShardFile describeFile(const std::string& path, std::vector<Pending> large,
   } closer{fd};
   const off_t end = ::lseek(fd, 0, SEEK_END);
   if (end < 0) throw CheckpointError(sysError("cannot size", path));
-  std::sort(large.begin(), large.end(),
+  std::sort(datasets.begin(), datasets.end(),
             [](const Pending& a, const Pending& b) { return a.fileOffset < b.fileOffset; });
   std::uint32_t crc = 0;
   std::vector<char> buf(1 << 20);
@@ -222,7 +220,7 @@ ShardFile describeFile(const std::string& path, std::vector<Pending> large,
     }
   };
   std::int64_t pos = 0;
-  for (const Pending& p : large) {
+  for (const Pending& p : datasets) {
     if (p.fileOffset < pos || p.fileOffset + p.bytes > end) {
       throw CheckpointError("internal error: overlapping datasets in " + path);
     }
@@ -243,14 +241,7 @@ std::vector<Chunk> writeShard(const std::string& path, const std::vector<ChunkSo
     throw CheckpointError("checksum block size must be a positive multiple of 8");
   }
   std::vector<Chunk> out(chunks.size());
-  std::vector<Pending> large;
-  std::int64_t written = 0;
-  auto account = [&](std::int64_t n) {
-    written += n;
-    if (options.failAfterBytesForTesting >= 0 && written > options.failAfterBytesForTesting) {
-      throw CheckpointError("write failed for " + path + ": No space left on device (simulated)");
-    }
-  };
+  std::vector<Pending> payload;  // every non-empty dataset, in chunk order
   auto fetch = [&](std::size_t index, std::int64_t pos, std::int64_t n, char* dst) {
     if (bytes != nullptr) {
       bytes->copy(index, pos, n, dst);
@@ -259,16 +250,19 @@ std::vector<Chunk> writeShard(const std::string& path, const std::vector<ChunkSo
                   static_cast<std::size_t>(n));
     }
   };
-  std::vector<char> small;  // a small dataset's bytes when they come through `bytes`
-  std::error_code ec;
-  std::filesystem::remove(path, ec);
+  FileOps& ops = fileOps();
+  ops.remove(path);  // a previous attempt's file, if any (ENOENT otherwise)
+  // Created through the seam (HDF5 then truncates and lays it out by path); the payload is
+  // written through this same open file.
+  std::unique_ptr<WritableFile> shard;
+  checkStep(ops.open(path, OpenMode::kCreate, &shard), step::kShardCreate, "create", path);
   {
     std::lock_guard<std::recursive_mutex> lk(h5::lock());
     h5::quietErrors();
     h5::Id fapl(H5Pcreate(H5P_FILE_ACCESS));
     H5Pset_fapl_sec2(fapl.get());
     H5Pset_alignment(fapl.get(), kDirectThreshold, kAlign);
-    h5::Id file(H5Fcreate(path.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.get()));
+    h5::Id file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()));
     if (!file.valid()) throw CheckpointError("cannot create " + path + ": " + h5::lastError());
     h5::Id lcpl(H5Pcreate(H5P_LINK_CREATE));
     H5Pset_create_intermediate_group(lcpl.get(), 1);
@@ -303,36 +297,24 @@ std::vector<Chunk> writeShard(const std::string& path, const std::vector<ChunkSo
       m.set_dataset(dataset);
       m.set_offset(c.offset);
       m.set_count(c.count);
-      const haddr_t addr = size >= kDirectThreshold ? H5Dget_offset(dset.get()) : HADDR_UNDEF;
-      if (addr != HADDR_UNDEF) {
-        large.push_back({i, static_cast<std::int64_t>(addr), size});
-      } else if (size > 0) {
-        account(size);
-        const char* src = static_cast<const char*>(c.data);
-        if (bytes != nullptr) {
-          small.resize(static_cast<std::size_t>(size));
-          fetch(i, 0, size, small.data());
-          src = small.data();
-        }
-        if (H5Dwrite(dset.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, src) < 0) {
-          throw CheckpointError("write failed for " + path + ": " + h5::lastError());
-        }
-        BlockChecksums sums(options.checksumBlockBytes);
-        sums.add(src, size);
-        for (std::uint32_t v : sums.finish()) m.add_crc32c(v);
+      if (size == 0) continue;
+      const haddr_t addr = H5Dget_offset(dset.get());
+      if (addr == HADDR_UNDEF) {
+        throw CheckpointError("no file offset for dataset " + dataset + " in " + path + ": " +
+                              h5::lastError());
       }
+      payload.push_back({i, static_cast<std::int64_t>(addr), size});
     }
     if (H5Fclose(file.release()) < 0) {
       throw CheckpointError("cannot close " + path + ": " + h5::lastError());
     }
   }
-  // HDF5 has written its metadata; the large datasets' bytes go straight to their offsets.
-  DirectWriter writer(path, options.directIo);
-  for (const Pending& p : large) {
+  // HDF5 has written its metadata; the datasets' bytes go straight to their offsets.
+  DirectWriter writer(path, std::move(shard), options.directIo);
+  for (const Pending& p : payload) {
     BlockChecksums sums(options.checksumBlockBytes);
     for (std::int64_t pos = 0; pos < p.bytes; pos += kStageBytes) {
       const std::int64_t n = std::min(kStageBytes, p.bytes - pos);
-      account(n);
       char* buf = writer.acquire();
       fetch(p.index, pos, n, buf);
       sums.add(buf, n);
@@ -341,8 +323,9 @@ std::vector<Chunk> writeShard(const std::string& path, const std::vector<ChunkSo
     for (std::uint32_t v : sums.finish()) out[p.index].add_crc32c(v);
   }
   writer.finish();
-  if (file != nullptr) *file = describeFile(path, large, out, options.checksumBlockBytes);
-  fsyncPath(std::filesystem::path(path).parent_path().string());
+  if (file != nullptr) *file = describeFile(path, payload, out, options.checksumBlockBytes);
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  checkStep(ops.syncPath(dir), step::kDirectoryFsync, "fsync directory", dir);
   return out;
 }
 

@@ -3,11 +3,15 @@
 #include <mpi.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <climits>
+#include <utility>
+#include <vector>
 
 #include "cohort/dist/error.h"
 #include "cohort/dist/log.h"
+#include "exit_order_internal.h"
 #include "mpi_check.h"
 
 namespace cohort::dist {
@@ -21,7 +25,40 @@ std::string hostName() {
   if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown-host";
   return buf;
 }
+// Every rank's host name (fixed-size records: one MPI_Allgather at start-up).
+void gatherHosts(Topology& t) {
+  constexpr int kLen = HOST_NAME_MAX + 1;
+  std::vector<char> mine(kLen, '\0'), all(static_cast<std::size_t>(kLen) * t.worldSize);
+  t.hostname.copy(mine.data(), kLen - 1);
+  COHORT_MPI_CHECK(
+      MPI_Allgather(mine.data(), kLen, MPI_CHAR, all.data(), kLen, MPI_CHAR, MPI_COMM_WORLD));
+  t.hosts.clear();
+  for (int r = 0; r < t.worldSize; ++r) t.hosts.emplace_back(all.data() + r * kLen);
+}
 }  // namespace
+
+std::string describeHosts(const Topology& t) {
+  std::vector<std::pair<std::string, std::vector<int>>> byHost;
+  for (int r = 0; r < static_cast<int>(t.hosts.size()); ++r) {
+    auto it = std::find_if(byHost.begin(), byHost.end(),
+                           [&](const auto& h) { return h.first == t.hosts[r]; });
+    if (it == byHost.end()) it = byHost.insert(byHost.end(), {t.hosts[r], {}});
+    it->second.push_back(r);
+  }
+  std::string out;
+  for (const auto& [host, ranks] : byHost) {
+    out += (out.empty() ? "" : ", ") + host + " (rank" + (ranks.size() > 1 ? "s " : " ");
+    for (std::size_t i = 0; i < ranks.size();) {  // runs of consecutive ranks as a-b
+      std::size_t j = i;
+      while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
+      out += (i ? "," : "") + std::to_string(ranks[i]);
+      if (j > i) out += "-" + std::to_string(ranks[j]);
+      i = j + 1;
+    }
+    out += ")";
+  }
+  return out;
+}
 
 bool isInitialized() { return gInitialized.load(); }
 void markJobBroken() { gBroken.store(true); }
@@ -53,6 +90,7 @@ Runtime::Runtime(int* argc, char*** argv) {
     COHORT_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &topology_.rank));
     COHORT_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &topology_.worldSize));
     topology_.hostname = hostName();
+    gatherHosts(topology_);
 
     MPI_Comm local = MPI_COMM_NULL;
     COHORT_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, topology_.rank,
@@ -74,7 +112,9 @@ Runtime::Runtime(int* argc, char*** argv) {
     MPI_Comm_free(&local);
     topology_.nodeIndex = node[0];
     topology_.nodeCount = node[1];
+    detail::openWorldExitOrder();  // a private duplicate of the world: collective here
   } catch (...) {
+    detail::closeWorldExitOrder(false);
     gInitialized.store(false);
     throw;
   }
@@ -82,6 +122,7 @@ Runtime::Runtime(int* argc, char*** argv) {
 
 Runtime::~Runtime() {
   gInitialized.store(false);
+  detail::closeWorldExitOrder(!gBroken.load());
   if (!ownsMpi_) return;
   if (gBroken.load()) {
     // A peer may be gone or stuck: MPI_Finalize could block forever. Leave it to the
@@ -96,6 +137,10 @@ std::unique_ptr<Runtime> init(int* argc, char*** argv) {
   auto rt = std::make_unique<Runtime>(argc, argv);
   const Topology& t = rt->topology();
   log::configure(t.rank, t.hostname, t.nodeCount > 1);
+  if (t.nodeCount > 1) {  // the start-up line of multi-host jobs (shown on rank 0 by default)
+    COHORT_LOG_INFO("rank {} on {}: {} ranks on {} hosts: {}", t.rank, t.hostname, t.worldSize,
+                    t.nodeCount, describeHosts(t));
+  }
   return rt;
 }
 

@@ -1,16 +1,15 @@
 // `cohort`: the command-line tool. It only starts processes (run) and reads checkpoints
-// (ckpt); it links no LibTorch, CUDA or MPI so that it starts in milliseconds.
+// (ckpt); it links no LibTorch, CUDA, MPI, HDF5 or protobuf so that it starts in
+// milliseconds. `cohort ckpt` execs the cohort-ckpt helper beside it, which links the
+// checkpoint format library (ckpt_helper.h).
 
 #include <stdio.h>
 #include <string.h>
 
+#include "ckpt_helper.h"
 #include "rank_exec.h"
 #include "run_command.h"
 #include "startup_signals.h"
-
-#ifdef COHORT_HAVE_CKPT_CLI
-int runCkptCommand(int argc, char** argv);  // launcher/src/ckpt_command.cc
-#endif
 
 namespace {
 
@@ -43,7 +42,7 @@ int main(int argc, char** argv) {
   }
   if (strcmp(command, "ckpt") == 0) {
 #ifdef COHORT_HAVE_CKPT_CLI
-    return runCkptCommand(argc - 1, argv + 1);
+    return cohort::launcher::execCkptHelper(argc - 1, argv + 1);
 #else
     fputs("cohort ckpt: not built in this configuration\n", stderr);
     return 2;

@@ -8,11 +8,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "cohort/ckpt/checkpointer.h"
-#include "cohort/dist/communicator.h"
+#include "cohort/dist/consensus.h"
 #include "cohort/dist/types.h"
+#include "faulty_file_ops.h"
 #include "test_util.h"
 
 namespace cohort::test {
@@ -20,14 +22,22 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// A checkpoint consensus over `comm` for one test, as the Trainer makes one over the world.
+std::unique_ptr<dist::Consensus> consensusOver(MPI_Comm comm) {
+  dist::ConsensusOptions o;
+  o.name = "checkpoint";
+  o.timeoutSeconds = 60.0;
+  return std::make_unique<dist::Consensus>(comm, o);
+}
+
 // A directory every rank agrees on (rank 0 creates it; the name is broadcast).
 std::string sharedTempDir(ckpt::Checkpointer& cp, const std::string& tag) {
   std::string dir;
-  if (cp.comm().rank() == 0) {
+  if (cp.consensus().rank() == 0) {
     dir = (fs::temp_directory_path() / ("cohort-ckpt-" + tag + "-XXXXXX")).string();
     if (::mkdtemp(dir.data()) == nullptr) dir.clear();
   }
-  return cp.shareFromRoot(dir);
+  return cp.consensus().shareFromRoot(dir);
 }
 
 // Tensor t (global) as this rank's 1/N piece.
@@ -40,14 +50,15 @@ ckpt::SavePiece pieceOf(const std::string& name, const at::Tensor& t, int world,
 std::vector<at::Tensor> globals() {
   at::manual_seed(3);
   return {at::randn({300, 257}, at::kDouble),  // large: the O_DIRECT path, odd size
-          at::randn({7}, at::kFloat),          // small: written by HDF5
+          at::randn({7}, at::kFloat),          // small: packed, buffered writes
           at::randint(0, 1000, {33, 3}, at::kLong), at::randn({1000}, at::kHalf),
           at::randn({513}, at::kBFloat16)};
 }
 
 TEST(Checkpointer, EveryRankWritesItsRangeAndAnyRangeReadsBack) {
-  ckpt::Checkpointer cp;
-  const int world = cp.comm().size(), rank = cp.comm().rank();
+  auto consensus = consensusOver(MPI_COMM_WORLD);
+  ckpt::Checkpointer cp(*consensus);
+  const int world = cp.consensus().size(), rank = cp.consensus().rank();
   const std::string root = sharedTempDir(cp, "rt");
   const std::string dir = root + "/checkpoint-3";
   const auto g = globals();
@@ -81,7 +92,7 @@ TEST(Checkpointer, EveryRankWritesItsRangeAndAnyRangeReadsBack) {
   EXPECT_TRUE(at::equal(mid, g[0].reshape({-1}).slice(0, 10000 + rank, 60000 + rank)));
   EXPECT_TRUE(fs::exists(ckpt::checkpointDir(root, 3)));
   EXPECT_EQ(ckpt::inspectCheckpoint(dir, true).status, ckpt::CheckpointStatus::kValid);
-  cp.comm().barrier();
+  cp.consensus().barrier();
   if (rank == 0) fs::remove_all(root);
 }
 
@@ -93,20 +104,24 @@ TEST(Checkpointer, AFailedRankIsTheSameErrorEverywhereAndNothingIsPublished) {
   }();
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
-  ckpt::WriteOptions bad;
-  if (rank == world - 1) bad.failAfterBytesForTesting = 1000;  // "disk full" on the last rank
-  ckpt::Checkpointer good, failing(bad);
+  auto consensus = consensusOver(MPI_COMM_WORLD);
+  ckpt::Checkpointer good(*consensus), failing(*consensus);
   const std::string root = sharedTempDir(good, "fail");
   const auto g = globals();
   std::vector<ckpt::SavePiece> pieces{pieceOf("w", g[0], world, rank)};
   good.save(root + "/checkpoint-1", pieces, {});
+  // "Disk full" on the last rank after 1000 payload bytes of its shard.
+  ckpt::testing::FaultyFileOps full({ckpt::testing::FaultOp::kWrite, "*.h5", 1, ENOSPC, 1000});
+  std::optional<ckpt::testing::ScopedFileOps> installed;
+  if (rank == world - 1) installed.emplace(&full);
   const std::string msg = messageOf<CheckpointError>(
       [&] { failing.save(root + "/checkpoint-2", pieces, {}); });
+  installed.reset();
   // The same message on every rank, naming the rank and the file.
   const std::string expectRank = "rank " + std::to_string(world - 1);
   EXPECT_NE(msg.find(expectRank), std::string::npos) << msg;
   EXPECT_NE(msg.find(ckpt::shardFileName(world - 1, world)), std::string::npos) << msg;
-  const std::string all = good.shareFromRoot(msg);
+  const std::string all = good.consensus().shareFromRoot(msg);
   EXPECT_EQ(msg, all);
   EXPECT_FALSE(fs::exists(root + "/checkpoint-2/manifest.pb"));
   EXPECT_TRUE(fs::exists(root + "/checkpoint-2/" + ckpt::kSentinelName));
@@ -118,19 +133,20 @@ TEST(Checkpointer, AFailedRankIsTheSameErrorEverywhereAndNothingIsPublished) {
   good.save(root + "/checkpoint-2", pieces, {});
   EXPECT_EQ(ckpt::inspectCheckpoint(root + "/checkpoint-2", true).status,
             ckpt::CheckpointStatus::kValid);
-  good.comm().barrier();
+  good.consensus().barrier();
   if (rank == 0) fs::remove_all(root);
 }
 
 TEST(Checkpointer, CorruptionOnOneRanksReadIsAgreed) {
-  ckpt::Checkpointer cp;
-  const int world = cp.comm().size(), rank = cp.comm().rank();
+  auto consensus = consensusOver(MPI_COMM_WORLD);
+  ckpt::Checkpointer cp(*consensus);
+  const int world = cp.consensus().size(), rank = cp.consensus().rank();
   const std::string root = sharedTempDir(cp, "corrupt");
   const std::string dir = root + "/checkpoint-1";
   const auto g = globals();
   cp.save(dir, {pieceOf("w", g[0], world, rank)}, {});
   const ckpt::Manifest m = cp.loadManifest(dir);
-  cp.comm().barrier();
+  cp.consensus().barrier();
   if (rank == 0) {  // flip a byte in the middle of the last shard's payload
     const std::string shard = dir + "/" + ckpt::shardFileName(world - 1, world);
     std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary);
@@ -143,7 +159,7 @@ TEST(Checkpointer, CorruptionOnOneRanksReadIsAgreed) {
     c = static_cast<char>(c ^ 0x5A);
     f.write(&c, 1);
   }
-  cp.comm().barrier();
+  cp.consensus().barrier();
   // Only the last rank reads the damaged range; every rank gets the error.
   at::Tensor part = at::zeros({10}, at::kDouble);
   std::vector<ckpt::LoadPiece> loads;
@@ -152,13 +168,14 @@ TEST(Checkpointer, CorruptionOnOneRanksReadIsAgreed) {
   EXPECT_NE(msg.find("checksum mismatch"), std::string::npos) << msg;
   EXPECT_NE(msg.find(ckpt::shardFileName(world - 1, world)), std::string::npos) << msg;
   EXPECT_EQ(ckpt::inspectCheckpoint(dir, true).status, ckpt::CheckpointStatus::kCorrupt);
-  cp.comm().barrier();
+  cp.consensus().barrier();
   if (rank == 0) fs::remove_all(root);
 }
 
 TEST(Checkpointer, AsyncSaveSnapshotsAtTheCallAndCompletesInTheBackground) {
-  ckpt::Checkpointer cp;
-  const int world = cp.comm().size(), rank = cp.comm().rank();
+  auto consensus = consensusOver(MPI_COMM_WORLD);
+  ckpt::Checkpointer cp(*consensus);
+  const int world = cp.consensus().size(), rank = cp.consensus().rank();
   const std::string root = sharedTempDir(cp, "async");
   at::Tensor w = at::arange(200000, at::kDouble);
   const at::Tensor expected = w.clone();
@@ -172,7 +189,7 @@ TEST(Checkpointer, AsyncSaveSnapshotsAtTheCallAndCompletesInTheBackground) {
   at::Tensor back = at::zeros_like(w);
   cp.load(root + "/checkpoint-1", m, {{"w", back, 0}});
   EXPECT_TRUE(at::equal(back, expected));  // the value at saveAsync time
-  cp.comm().barrier();
+  cp.consensus().barrier();
   if (rank == 0) fs::remove_all(root);
 }
 
@@ -181,8 +198,9 @@ TEST(Checkpointer, AsyncSaveSnapshotsAtTheCallAndCompletesInTheBackground) {
 // way, after its last), every checkpoint holds the values at saveAsync time although the
 // tensors change right after the release.
 TEST(Checkpointer, DeferredPiecesAreReadInPlaceUntilReleased) {
-  ckpt::Checkpointer cp;
-  const int world = cp.comm().size(), rank = cp.comm().rank();
+  auto consensus = consensusOver(MPI_COMM_WORLD);
+  ckpt::Checkpointer cp(*consensus);
+  const int world = cp.consensus().size(), rank = cp.consensus().rank();
   const std::string root = sharedTempDir(cp, "deferred");
   at::Tensor big = at::arange(6 << 20, at::kDouble);  // 48 MiB: several staging buffers
   at::Tensor small = at::arange(100, at::kFloat);     // written by HDF5
@@ -220,7 +238,55 @@ TEST(Checkpointer, DeferredPiecesAreReadInPlaceUntilReleased) {
     }
   }
   EXPECT_EQ(cp.releaseSources(), 0);  // nothing in flight
-  cp.comm().barrier();
+  cp.consensus().barrier();
+  if (rank == 0) fs::remove_all(root);
+}
+
+// A Checkpointer runs on the group of its consensus: with the world split in two halves,
+// each half saves and loads its own checkpoint on its own, at its own pace (the second
+// half starts later and writes other values). Shard names and the manifest's world size
+// are the group's; nothing waits for the other half.
+TEST(Checkpointer, RunsOnASubGroupWhileTheOthersDoSomethingElse) {
+  int rank = 0, world = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  std::string root;
+  {
+    auto all = consensusOver(MPI_COMM_WORLD);
+    ckpt::Checkpointer any(*all);
+    root = sharedTempDir(any, "group");
+  }
+  const int half = (world + 1) / 2;  // np 4: ranks {0,1} and {2,3}; np 2: {0} and {1}
+  const int color = rank < half ? 0 : 1;
+  MPI_Comm group = MPI_COMM_NULL;
+  MPI_Comm_split(MPI_COMM_WORLD, color, rank, &group);
+  bool ok = false;
+  std::string why;
+  try {
+    auto consensus = consensusOver(group);
+    ckpt::Checkpointer cp(*consensus);
+    const int gRank = consensus->rank(), gSize = consensus->size();
+    if (color == 1) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    at::manual_seed(11 + color);
+    const at::Tensor w = at::randn({4099}, at::kDouble);  // each group its own values
+    const std::string dir = root + "/group-" + std::to_string(color) + "/checkpoint-5";
+    cp.save(dir, {pieceOf("w", w, gSize, gRank)}, {});
+    const ckpt::Manifest m = cp.loadManifest(dir);
+    at::Tensor back = at::zeros_like(w);
+    cp.load(dir, m, {{"w", back, 0}});
+    ok = m.world_size() == gSize && at::equal(back, w) &&
+         fs::exists(dir + "/" + ckpt::shardFileName(gSize - 1, gSize)) &&
+         !fs::exists(dir + "/" + ckpt::shardFileName(gSize, gSize + 1)) &&
+         ckpt::inspectCheckpoint(dir, true).status == ckpt::CheckpointStatus::kValid;
+    if (!ok)
+      why = "group " + std::to_string(color) + ": world_size " + std::to_string(m.world_size()) +
+            ", group size " + std::to_string(gSize);
+  } catch (const std::exception& e) {
+    why = e.what();
+  }
+  MPI_Comm_free(&group);
+  EXPECT_TRUE(ok) << why;
+  EXPECT_TRUE(allRanks(ok));
   if (rank == 0) fs::remove_all(root);
 }
 

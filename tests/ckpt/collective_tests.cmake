@@ -11,8 +11,11 @@ set_tests_properties(ckpt.resume_equivalence PROPERTIES LABELS mpi TIMEOUT 600 P
   ENVIRONMENT "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1")
 
 add_executable(cohort_ckpt_tests ${PROJECT_SOURCE_DIR}/tests/mpi_main.cc
-               ${CMAKE_CURRENT_SOURCE_DIR}/checkpointer_test.cc)
-target_include_directories(cohort_ckpt_tests PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+               ${CMAKE_CURRENT_SOURCE_DIR}/checkpointer_test.cc
+               ${CMAKE_CURRENT_SOURCE_DIR}/save_faults_mpi_test.cc)
+# ckpt/src: the private FileOps seam, through which the fault tests inject ENOSPC/EIO.
+target_include_directories(cohort_ckpt_tests PRIVATE ${PROJECT_SOURCE_DIR}/tests
+                                                     ${PROJECT_SOURCE_DIR}/ckpt/src)
 target_link_libraries(cohort_ckpt_tests PRIVATE cohort_ckpt GTest::gtest)
 foreach(np 1 2 4)
   cohort_add_mpi_test(ckpt.checkpointer.np${np} ${np} 300 mpi $<TARGET_FILE:cohort_ckpt_tests>)

@@ -221,30 +221,7 @@ TEST(FormatShard, RejectsABadChecksumBlockSize) {
   EXPECT_THROW(writeShard(tmp / "s.h5", {}, opt), CheckpointError);
 }
 
-TEST(FormatShard, SimulatedDiskFullThrowsCheckpointErrorNamingTheFile) {
-  TempDir tmp;
-  const HostTensor small = makeTensor("model/b", "float32", {100}, 1);
-  const HostTensor large = makeTensor("model/w", "float32", {100000}, 2);
-  auto source = [](const HostTensor& t) {
-    ChunkSource c;
-    c.name = t.name, c.dtype = t.dtype, c.shape = t.shape, c.count = t.numel();
-    c.data = t.bytes.data();
-    return c;
-  };
-  for (std::int64_t failAfter : {0, 100, 200000}) {  // HDF5-written, then the O_DIRECT path
-    SCOPED_TRACE(failAfter);
-    WriteOptions opt;
-    opt.failAfterBytesForTesting = failAfter;
-    const std::string path = tmp / ("shard-" + std::to_string(failAfter) + ".h5");
-    const std::string msg = messageOf<CheckpointError>([&] {
-      writeShard(path, {source(small), source(large)}, opt);
-    });
-    EXPECT_NE(msg.find(path), std::string::npos) << msg;
-  }
-  WriteOptions ok;
-  ok.failAfterBytesForTesting = 400400;  // exactly the payload: no failure
-  EXPECT_NO_THROW(writeShard(tmp / "ok.h5", {source(small), source(large)}, ok));
-}
+// A disk filling up mid-shard: save_faults_test.cc (through the FileOps seam).
 
 // ---------------------------------------------------------------------------------------
 // Corruption: every kind is CheckpointCorrupt naming the file, never a silent load.

@@ -17,6 +17,7 @@
 #include "cohort/dist/mpi_backend.h"
 #include "cohort/dist/env.h"
 #include "cohort/dist/error.h"
+#include "cohort/dist/runtime.h"
 #include "env_testing.h"
 #include "reduce.h"
 #include "test_util.h"
@@ -167,6 +168,15 @@ TEST(UnitDevice, OneRankPerGpuPolicy) {
             "no CUDA device visible to rank 5 (COHORT_DEVICE=cuda)");
   EXPECT_NE(messageOf<ConfigError>([&] { chooseDevice(t, 0, "gpu", false); }).find("COHORT_DEVICE"),
             std::string::npos);
+}
+
+// The host map of fatal error lines and the start-up line of multi-host jobs (issue 19).
+TEST(UnitHosts, DescribeHostsGroupsRanksByHostInOrderOfTheirLowestRank) {
+  Topology t;
+  t.hosts = {"n1", "n1", "n2", "n1", "n3", "n3", "n3"};
+  EXPECT_EQ(describeHosts(t), "n1 (ranks 0-1,3), n2 (rank 2), n3 (ranks 4-6)");
+  t.hosts = {"solo"};
+  EXPECT_EQ(describeHosts(t), "solo (rank 0)");
 }
 
 }  // namespace

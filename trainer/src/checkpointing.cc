@@ -9,6 +9,7 @@
 #include <set>
 
 #include "cohort/dist/communicator.h"
+#include "cohort/dist/consensus.h"
 #include "cohort/dist/fused_optimizer.h"
 #include "cohort/dist/gradient_sync.h"
 #include "cohort/dist/types.h"
@@ -198,7 +199,7 @@ LoadReport loadState(const TrainingState& s, ckpt::Checkpointer& ckpt, const std
               (bad.size() == 1 ? "" : "es") + "): ";
       for (std::size_t i = 0; i < bad.size(); ++i) error += (i ? "; " : "") + bad[i];
     }
-    ckpt.agree<ConfigError>(error);
+    ckpt.consensus().agree<ConfigError>(error);
   }
   std::vector<ckpt::LoadPiece> pieces;
   const auto params = paramsByName(s.model);

@@ -23,6 +23,7 @@
 #include "cohort/trainer/preemption.h"
 #include "cohort/trainer/schedule.h"
 #include "cohort/trainer/training_args.h"
+#include "resume.h"
 #include "save_policy.h"
 
 namespace cohort::trainer {
@@ -73,177 +74,6 @@ class PhaseClock {
   Clock::time_point last_;
   Clock::duration total_[kCount]{};
 };
-
-std::vector<std::string> splitLines(const std::string& s) {
-  std::vector<std::string> out;
-  std::size_t pos = 0;
-  while (pos < s.size()) {
-    const std::size_t nl = s.find('\n', pos);
-    out.push_back(s.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos));
-    if (nl == std::string::npos) break;
-    pos = nl + 1;
-  }
-  return out;
-}
-
-// COLLECTIVE. A run that does not resume must not mix its checkpoints with an earlier run's
-// in output_dir: rotation and `resume_from_checkpoint=true` go by step number, so an old
-// checkpoint-176 would outrank (and rotate away) this run's checkpoint-100. As HF's
-// example scripts: an error, unless overwrite_output_dir, which removes them (rank 0) after
-// one line naming what goes (printed first, so that it stands even if a removal fails).
-void startFresh(const TrainingArguments& args, ckpt::Checkpointer& cp, int rank) {
-  std::string found, error;
-  if (rank == 0) {
-    try {
-      std::vector<ckpt::CheckpointInfo> dirs;
-      if (std::filesystem::is_directory(args.output_dir()))
-        dirs = ckpt::listCheckpoints(args.output_dir(), false);
-      for (const auto& d : dirs) found += (found.empty() ? "" : ", ") + d.path;
-      if (!dirs.empty() && args.overwrite_output_dir()) {
-        const std::string marker = args.output_dir() + "/PREEMPTED";
-        std::string names;
-        std::int64_t bytes = 0;
-        for (const auto& d : dirs) {
-          names += (names.empty() ? "" : " ") + std::filesystem::path(d.path).filename().string();
-          bytes += d.bytes;
-        }
-        if (std::filesystem::exists(marker)) names += " PREEMPTED";
-        COHORT_LOG_WARN(
-            "overwrite_output_dir: deleting the earlier run's {} checkpoint(s) ({:.1f} MiB) in "
-            "{}: {}",
-            dirs.size(), static_cast<double>(bytes) / (1 << 20), args.output_dir(), names);
-        for (const auto& d : dirs) std::filesystem::remove_all(d.path);
-        std::filesystem::remove(marker);
-      }
-    } catch (const std::exception& e) {
-      error = "output_dir " + args.output_dir() + ": " + e.what();
-    }
-  }
-  cp.agree<ConfigError>(error);
-  found = cp.shareFromRoot(found);
-  if (!found.empty() && !args.overwrite_output_dir()) {
-    throw ConfigError("output_dir " + args.output_dir() +
-                      " holds checkpoints of an earlier run (" + found +
-                      ") and this run does not resume: set resume_from_checkpoint=true to "
-                      "continue it, overwrite_output_dir=true to delete them and start over, "
-                      "or use another output_dir");
-  }
-}
-
-// COLLECTIVE. Restores the run from resume_from_checkpoint; returns where the data loader
-// continues. With "true", incomplete or corrupt checkpoints are skipped (and reported) in
-// favour of the next older valid one.
-DataPosition resumeRun(const TrainingArguments& args, TrainerState& state, const TrainingState& ts,
-                       ckpt::Checkpointer& cp, const GlobalBatchPlan& plan, bool withOptimizer) {
-  const int rank = ts.comm.rank(), world = ts.comm.size();
-  std::vector<std::string> candidates;
-  const bool latest = resumeKind(args) == ResumeKind::kLatest;
-  if (!latest) {
-    candidates.push_back(args.resume_from_checkpoint());
-  } else {
-    // Rank 0 looks, every rank gets its answer: the number of checkpoints skipped, the
-    // number of those that had completed (damaged: data lost) and their lines, then the
-    // candidates, one per line.
-    std::string decision;
-    if (rank == 0) {
-      std::vector<std::string> skipped, lost;
-      const auto found = resumeCandidates(args.output_dir(), &skipped, &lost);
-      if (!found.empty() || !lost.empty()) {
-        for (const auto& line : skipped) COHORT_LOG_WARN("resume: skipping {}", line);
-      } else if (!skipped.empty()) {
-        std::string dirs;
-        for (const auto& line : skipped) {
-          dirs += (dirs.empty() ? "" : ", ") + line.substr(0, line.find(" is "));
-        }
-        COHORT_LOG_WARN(
-            "resume_from_checkpoint=true: no checkpoint in {} ever completed ({}: save "
-            "interrupted; kept for inspection until this run's save of that step replaces it "
-            "or rotation removes it); starting fresh",
-            args.output_dir(), dirs);
-      }
-      decision = std::to_string(skipped.size()) + "\n" + std::to_string(lost.size()) + "\n";
-      for (const auto& line : lost) decision += line + "\n";
-      for (const auto& c : found) decision += c + "\n";
-    }
-    candidates = splitLines(cp.shareFromRoot(decision));
-    const std::string skipped = candidates.at(0);
-    const auto lostCount = static_cast<std::size_t>(std::stoul(candidates.at(1)));
-    const std::vector<std::string> lost(candidates.begin() + 2,
-                                        candidates.begin() + 2 + static_cast<long>(lostCount));
-    candidates.erase(candidates.begin(), candidates.begin() + 2 + static_cast<long>(lostCount));
-    if (candidates.empty() && lost.empty()) {
-      // Nothing was ever saved (the first run of a job that always passes "true"), or only
-      // saves that never finished (a crash during the first save): start fresh. The dead
-      // save stays for inspection; this run's save of that step replaces it, and rotation
-      // removes it once a newer checkpoint is complete.
-      if (rank == 0 && skipped == "0") {
-        COHORT_LOG_INFO("resume_from_checkpoint=true: no checkpoint in {} yet; starting fresh",
-                        args.output_dir());
-      }
-      return {};
-    }
-    if (candidates.empty()) {
-      // A checkpoint had completed and is damaged: its training would be lost silently.
-      std::string why;
-      for (const auto& line : lost) why += (why.empty() ? "" : "; ") + line;
-      throw ConfigError("resume_from_checkpoint=true but no valid checkpoint in " +
-                        args.output_dir() + " (" + skipped +
-                        " incomplete or corrupt skipped); completed but damaged: " + why);
-    }
-  }
-  for (std::size_t i = 0; i < candidates.size(); ++i) {
-    const std::string& dir = candidates[i];
-    try {
-      const ckpt::Manifest m = cp.loadManifest(dir);
-      const LoadReport r = loadState(ts, cp, dir, m, withOptimizer, withOptimizer);
-      DataPosition pos = applyHeader(m, state);
-      state.resumedFrom = dir;
-      const ckpt::TrainerStateRecord& t = m.trainer_state();
-      if (t.global_batch() != plan.globalBatch()) {
-        // Same samples seen, but the batches differ from here on: say so.
-        pos.stepInEpoch = std::min(
-            plan.stepsPerEpoch(),
-            (pos.stepInEpoch * t.global_batch() + plan.globalBatch() - 1) / plan.globalBatch());
-        COHORT_LOG_WARN(
-            "resume: the global batch changed from {} to {}; the data position is "
-            "rescaled and the trajectory differs from an uninterrupted run",
-            t.global_batch(), plan.globalBatch());
-      }
-      if (rank == 0) {
-        COHORT_LOG_INFO("resumed from {} at step {} (epoch {:.3f}, {} samples consumed){}", dir,
-                        state.globalStep, state.epoch, state.consumedSamples,
-                        m.world_size() == world ? std::string()
-                                                : fmt::format("; resharded from {} to {} ranks",
-                                                              m.world_size(), world));
-      }
-      if (m.world_size() != world) {
-        COHORT_LOG_INFO("resume: rank {} read {:.1f} MiB from the {} shards", rank,
-                        static_cast<double>(r.bytesRead) / (1 << 20), m.world_size());
-      }
-      if (withOptimizer && !r.optimizerRestored && rank == 0) {
-        COHORT_LOG_WARN(
-            "resume: {} holds no optimizer state (save_only_model); the optimizer "
-            "starts fresh",
-            dir);
-      }
-      if (withOptimizer && !r.rngRestored) {
-        // A rank that did not exist at save time (or a model-only checkpoint): derive a
-        // seed deterministically from the run's seed, the step and the rank.
-        const std::uint64_t seed = static_cast<std::uint64_t>(args.seed()) * 1000003ULL +
-                                   static_cast<std::uint64_t>(state.globalStep) * 7919ULL +
-                                   static_cast<std::uint64_t>(rank);
-        at::manual_seed(seed);
-        COHORT_LOG_INFO("resume: no RNG state for rank {} in {} (saved by {} ranks); seeded {}",
-                        rank, dir, m.world_size(), seed);
-      }
-      return pos;
-    } catch (const CheckpointCorrupt& e) {
-      if (!latest || i + 1 == candidates.size()) throw;
-      if (rank == 0) COHORT_LOG_WARN("resume: skipping {}: {}", dir, e.what());
-    }
-  }
-  return {};
-}
 
 }  // namespace
 
@@ -360,14 +190,15 @@ TrainOutput Trainer::train() {
   ao.eps = args_.adam_epsilon();
   ao.weightDecay = args_.weight_decay();
   dist::FusedOptimizer optimizer(sync, ao, parts_.decayParameter);
-  ckpt::Checkpointer checkpointer;  // COLLECTIVE: its own host communicator
+  const auto consensus = makeRunConsensus(comm_);  // COLLECTIVE: its own communicator
+  ckpt::Checkpointer checkpointer(*consensus);
   const TrainingState ts{model, sync, optimizer, comm_};
   const bool withOptimizer = !args_.save_only_model();
   DataPosition next;
   if (resumeKind(args_) != ResumeKind::kNone) {
-    next = resumeRun(args_, state_, ts, checkpointer, plan, withOptimizer);
+    next = resumeRun(args_, state_, ts, *consensus, checkpointer, plan, withOptimizer);
   } else {
-    startFresh(args_, checkpointer, rank);
+    startFresh(args_, *consensus);
   }
   loader.seek(next.epoch, next.stepInEpoch);
   const double alpha = args_.has_neftune_noise_alpha() ? args_.neftune_noise_alpha() : 0.0;

@@ -5,9 +5,12 @@
 #include <string>
 
 #include "cohort/ckpt/format.h"
+#include "cohort/ckpt/manifest.pb.h"  // generated headers install under cohort/
+#include "cohort/core/error.h"
 #include "cohort/dist/device.h"
 #include "cohort/dist/runtime.h"
 #include "cohort/trainer/training_args.h"
+#include "cohort/trainer/training_args.pb.h"
 
 int main(int argc, char** argv) {
   auto rt = cohort::dist::init(&argc, &argv);

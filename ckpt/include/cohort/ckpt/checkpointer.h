@@ -9,10 +9,16 @@
 //   4. rank 0 writes manifest.pb (+ .txtpb), removes the sentinel, fsyncs the directory.
 // Loads read any element range from whichever shards hold it (resharding to M ranks).
 //
-// Checkpointer owns a host (MPI) communicator of its own, so that checkpoint traffic never
-// interleaves with training collectives and an async save can agree from its own thread.
-// COLLECTIVE: constructor, save, saveAsync, wait, load* (all ranks, same order).
-// Thread-safety: one thread drives it (its background writer is internal).
+// Checkpointer runs on the group of a dist::Consensus it borrows (the world, or any
+// sub-group: shard file names and the manifest's world size are the group's): its
+// agreements travel there, never on the training communicator, so checkpoint traffic does
+// not interleave with training collectives, an async save can agree from its own thread,
+// and a slow save waits under the consensus' timeout (COHORT_CONSENSUS_TIMEOUT), not the
+// training one. Constructing a Checkpointer is local (creating the Consensus is the
+// collective step). Rank 0 of the group creates the sentinel and publishes the manifest.
+// COLLECTIVE over the consensus' group: save, saveAsync, wait, load* (same order).
+// Thread-safety: one thread drives it (its background writer is internal); nothing else
+// may use the consensus while an async save is in flight.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -25,7 +31,7 @@
 #include "cohort/ckpt/format.h"
 
 namespace cohort::dist {
-class Communicator;
+class Consensus;
 }
 
 namespace cohort::ckpt {
@@ -61,7 +67,8 @@ std::string dtypeName(const at::Tensor& t);
 
 class Checkpointer {
  public:
-  explicit Checkpointer(WriteOptions options = {});
+  // Not collective. `consensus` must outlive this object.
+  explicit Checkpointer(dist::Consensus& consensus, WriteOptions options = {});
   ~Checkpointer();  // waits for an async save in flight (its error is logged)
   Checkpointer(const Checkpointer&) = delete;
   Checkpointer& operator=(const Checkpointer&) = delete;
@@ -97,31 +104,19 @@ class Checkpointer {
   std::int64_t load(const std::string& dir, const Manifest& manifest,
                     const std::vector<LoadPiece>& pieces);
 
-  // Any rank's non-empty `localError` becomes an exception of type E on every rank.
-  template <class E>
-  void agree(const std::string& localError);
-  // Rank 0's `value` on every rank (one decision for all, e.g. which checkpoint to load).
-  std::string shareFromRoot(const std::string& value);
-  dist::Communicator& comm() { return *comm_; }
+  // The group it runs on (rank(), size()); for a caller's checks before a load, while no
+  // async save is in flight.
+  dist::Consensus& consensus() { return consensus_; }
 
  private:
   struct Pending;
   class AsyncSources;
   SaveResult saveNow(const std::string& dir, const std::vector<SavePiece>& pieces, Manifest header,
                      ChunkBytes* bytes = nullptr);
-  std::string firstError(const std::string& localError);
-  // Every rank's string, in rank order (one all-gather on the checkpoint communicator).
-  std::vector<std::string> allGatherStrings(const std::string& mine);
+  dist::Consensus& consensus_;
   WriteOptions options_;
-  std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<Pending> pending_;
   std::vector<at::Tensor> snapshot_;  // reused host buffers of async saves
 };
-
-template <class E>
-void Checkpointer::agree(const std::string& localError) {
-  const std::string first = firstError(localError);
-  if (!first.empty()) throw E(first);
-}
 
 }  // namespace cohort::ckpt

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "cohort/ckpt/errors.h"
-#include "manifest.pb.h"
+#include "cohort/ckpt/manifest.pb.h"
 
 namespace cohort::ckpt {
 
@@ -57,8 +57,6 @@ struct ChunkSource {
 struct WriteOptions {
   std::int64_t checksumBlockBytes = kDefaultChecksumBlockBytes;
   bool directIo = true;  // O_DIRECT for large datasets where the filesystem allows it
-  // Tests: fail after writing this many payload bytes (simulates a full disk). -1: never.
-  std::int64_t failAfterBytesForTesting = -1;
 };
 
 // Where writeShard takes the bytes of chunks whose memory may change hands while it runs
@@ -81,7 +79,8 @@ struct ShardFile {
 // fsyncs. Returns the chunks as manifest entries (shard index left 0) in input order, and
 // the finished file's size and checksum in `*file` when given. Bytes come from
 // ChunkSource::data, or through `bytes` when it is given.
-// Throws CheckpointError naming the file on any failure.
+// Throws CheckpointError naming the file on any failure; a failed file operation (create,
+// write, fsync) is a CheckpointIoError that also names the save-protocol step.
 std::vector<Chunk> writeShard(const std::string& path, const std::vector<ChunkSource>& chunks,
                               const WriteOptions& options = {}, ChunkBytes* bytes = nullptr,
                               ShardFile* file = nullptr);
@@ -150,14 +149,19 @@ std::string serializeManifest(const Manifest& manifest);
 // Parses manifest.pb's bytes as readManifest does; `where` names them in errors.
 Manifest parseManifest(const std::string& bytes, const std::string& where);
 // Writes manifest.pb (and manifest.txtpb) atomically (temp file, fsync, rename, dir fsync).
+// A failed step throws CheckpointIoError naming it ("manifest write", "manifest fsync",
+// "manifest publish", "directory fsync") and the file.
 void writeManifest(const std::string& dir, const Manifest& manifest);
 // Checks a manifest's structure (as readManifest does); `where` names it in errors.
 void checkManifest(const Manifest& manifest, const std::string& where);
 
-// Durability helpers (throw CheckpointError naming the path).
+// Durability helpers (throw CheckpointError naming the path; the sentinel's, a
+// CheckpointIoError naming the step "sentinel create" or "sentinel removal").
 void fsyncPath(const std::string& path);
 void createSentinel(const std::string& dir);  // creates dir too; fsyncs file and dir
-void removeSentinel(const std::string& dir);  // fsyncs the dir
+// Fsyncs the dir; when that fails, puts the sentinel back (best effort) before throwing, so
+// that the directory does not look complete after a save that reported failure.
+void removeSentinel(const std::string& dir);
 
 enum class CheckpointStatus { kValid, kIncomplete, kCorrupt };
 const char* statusName(CheckpointStatus status);

@@ -32,6 +32,12 @@ enum class Type { kString, kInt, kDouble, kBool, kAutoBool };
   X(kCollectiveTimeout, double, "COHORT_COLLECTIVE_TIMEOUT", "600",                          \
     "Seconds a collective may wait for its peers before it fails with TimeoutError naming "  \
     "the collective, its sequence number and the ranks that did not arrive.")                \
+  X(kConsensusTimeout, double, "COHORT_CONSENSUS_TIMEOUT", "1800",                           \
+    "Seconds an agreement on a consensus communicator (a checkpoint save's shard reports, "  \
+    "the resume decision) waits for its peers; longer than COHORT_COLLECTIVE_TIMEOUT.")      \
+  X(kExitOrderTimeout, double, "COHORT_EXIT_ORDER_TIMEOUT", "5",                             \
+    "Seconds a rank waits, after a configuration error every rank has, for rank 0 to "       \
+    "print it before exiting (mpirun ends the job at the first exit). 0: no wait.")          \
   X(kLogLevel, std::string, "COHORT_LOG_LEVEL", "",                                          \
     "trace|debug|info|warn|error|off. Default: info on rank 0, warn on other ranks.")        \
   X(kDevice, std::string, "COHORT_DEVICE", "auto",                                           \

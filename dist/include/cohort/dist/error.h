@@ -1,19 +1,11 @@
-// Typed errors of the whole project. Every layer throws a subclass of cohort::Error so that
-// a program's main() can map failures to exit codes in one place (after aborting the
-// communicator, so that peers do not hang). Header-only and dependency-free: the standalone
-// NCCL core uses it too.
+// Errors of the dist layer, below cohort::Error and ConfigError (cohort/core/error.h, the
+// cohort_core target, which the checkpoint format and the `cohort ckpt` tool use without
+// dist's MPI and LibTorch). Header-only and dependency-free: the standalone NCCL core uses it.
 #pragma once
 
-#include <stdexcept>
-#include <string>
+#include "cohort/core/error.h"
 
 namespace cohort {
-
-// Base of every exception Cohort throws.
-class Error : public std::runtime_error {
- public:
-  explicit Error(const std::string& what) : std::runtime_error(what) {}
-};
 
 // A collective or backend failed (bad arguments, MPI/NCCL/CUDA error, a peer aborted).
 class DistError : public Error {
@@ -26,12 +18,6 @@ class DistError : public Error {
 class TimeoutError : public DistError {
  public:
   using DistError::DistError;
-};
-
-// A configuration value is invalid; the message names the field or variable.
-class ConfigError : public Error {
- public:
-  using Error::Error;
 };
 
 }  // namespace cohort

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace cohort::dist {
 
@@ -16,7 +17,12 @@ struct Topology {
   int nodeIndex = 0;   // nodes numbered by their lowest world rank
   int nodeCount = 1;
   std::string hostname;
+  std::vector<std::string> hosts;  // the host name of every rank, by world rank
 };
+
+// "h0 (ranks 0-1), h1 (ranks 2-3)": every host and its ranks, hosts in order of their
+// lowest rank. For start-up lines and fatal errors of multi-host jobs (issue 19).
+std::string describeHosts(const Topology& topology);
 
 // RAII owner of MPI. Exactly one per process; create it first thing in main() and keep it
 // alive until every Communicator is destroyed. Construction is COLLECTIVE over the world

@@ -25,7 +25,7 @@
 #include "cohort/dist/communicator.h"
 #include "cohort/dist/error.h"
 #include "cohort/trainer/data.h"
-#include "training_args.pb.h"
+#include "cohort/trainer/training_args.pb.h"
 
 namespace torch::nn {
 class Module;

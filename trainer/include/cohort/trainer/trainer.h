@@ -26,7 +26,7 @@
 #include "cohort/trainer/data.h"
 #include "cohort/trainer/evaluation.h"
 #include "cohort/trainer/reporting.h"
-#include "training_args.pb.h"
+#include "cohort/trainer/training_args.pb.h"
 
 namespace torch::nn {
 class Module;

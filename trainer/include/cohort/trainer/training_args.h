@@ -11,14 +11,13 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
-#include <exception>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "training_args.pb.h"
+#include "cohort/trainer/program_exit.h"  // exitCodeFor, reportFatalError
+#include "cohort/trainer/training_args.pb.h"
 
 namespace cohort::trainer {
 
@@ -152,17 +151,6 @@ std::string toTextFormat(const TrainingArguments& args);
 // null for unset fields without a default. Parses back with parseJson().
 std::string toJson(const TrainingArguments& args);
 
-// ---- Program exit (for main()) ----
-
-inline constexpr int kConfigErrorExitCode = 2;
-// 2 for ConfigError, 1 for any other exception.
-int exitCodeFor(const std::exception& e) noexcept;
-// Prints the error as ONE line to `out` and returns exitCodeFor(e). A ConfigError is
-// deterministic (every rank has the same one), so it is printed by rank 0 only, as
-// "config error: <message>"; any other error is printed by every rank that has it, as
-// "error (rank N): <message>". In an MPI job the other ranks wait (at most 5 s) until rank 0
-// has printed a ConfigError, so that mpirun does not end the job before it shows.
-int reportFatalError(const std::exception& e, int rank, std::FILE* out = stderr) noexcept;
 // Logs each warning once (on rank 0) through the project logger.
 void logWarnings(const Warnings& warnings, int rank);
 
