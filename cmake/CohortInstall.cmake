@@ -2,7 +2,7 @@
 #   find_package(Cohort REQUIRED)  ->  target_link_libraries(app Cohort::dist Cohort::trainer)
 include(CMakePackageConfigHelpers)
 
-set(COHORT_INSTALL_TARGETS cohort_core cohort_dist cohort_ckpt_format cohort_ckpt)
+set(COHORT_INSTALL_TARGETS cohort_core cohort_env cohort_dist cohort_ckpt_format cohort_ckpt)
 install(DIRECTORY core/include/ dist/include/ ckpt/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 # The generated manifest header is part of the checkpoint API: "cohort/ckpt/manifest.pb.h".
 install(FILES ${CMAKE_BINARY_DIR}/ckpt/gen/cohort/ckpt/manifest.pb.h

@@ -318,7 +318,7 @@ void Checkpointer::saveAsync(const std::string& dir, const std::vector<SavePiece
   }
   auto pending = std::make_unique<Pending>();
   pending->sources = std::make_shared<AsyncSources>(std::move(live), snapshot_,
-                                                    env::getBool("COHORT_CKPT_COPY_AHEAD"));
+                                                    env::get(env::kCkptCopyAhead));
   pending->result = std::async(std::launch::async, [this, dir, copies = std::move(copies),
                                                     h = std::move(header),
                                                     sources = pending->sources]() mutable {

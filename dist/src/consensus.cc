@@ -14,11 +14,11 @@ namespace cohort::dist {
 ConsensusOptions ConsensusOptions::fromEnv(std::string name) {
   ConsensusOptions o;
   o.name = std::move(name);
-  o.timeoutSeconds = env::getDouble("COHORT_CONSENSUS_TIMEOUT");
+  o.timeoutSeconds = env::get(env::kConsensusTimeout);
   if (!(o.timeoutSeconds > 0)) {
     throw ConfigError("environment variable COHORT_CONSENSUS_TIMEOUT must be > 0 seconds");
   }
-  o.checkArguments = env::getBool("COHORT_CHECK_COLLECTIVES");
+  o.checkArguments = env::get(env::kCheckCollectives);
   return o;
 }
 

@@ -44,7 +44,7 @@ void logFailure(const char* what, const std::exception& e) noexcept {
 
 ExitOrderOptions ExitOrderOptions::fromEnv() {
   ExitOrderOptions o;
-  o.waitSeconds = env::getDouble("COHORT_EXIT_ORDER_TIMEOUT");
+  o.waitSeconds = env::get(env::kExitOrderTimeout);
   if (!(o.waitSeconds >= 0)) {
     throw ConfigError("environment variable COHORT_EXIT_ORDER_TIMEOUT must be >= 0 seconds");
   }

@@ -72,7 +72,7 @@ bool cudaCollectivesAvailable() { return COHORT_HAVE_NCCL && COHORT_TORCH_CUDA; 
 DeviceChoice chooseDevice(const Runtime& runtime) {
   const char* cvd = std::getenv("CUDA_VISIBLE_DEVICES");
   return chooseDevice(runtime.topology(), visibleCudaDeviceCount(),
-                      env::getString("COHORT_DEVICE"), cvd != nullptr && *cvd != '\0');
+                      env::get(env::kDevice), cvd != nullptr && *cvd != '\0');
 }
 
 std::unique_ptr<Communicator> makeCommunicator(const Runtime& runtime, const DeviceChoice& device,

@@ -33,7 +33,7 @@ void configure(int rank, const std::string& host, bool showHost) {
   const std::string tag = showHost ? "rank " + std::to_string(rank) + "@" + host
                                    : "rank " + std::to_string(rank);
   l.set_pattern("[%H:%M:%S.%e] [" + tag + "] [%^%l%$] %v");
-  const std::string level = env::getString("COHORT_LOG_LEVEL");
+  const std::string level = env::get(env::kLogLevel);
   if (level.empty()) {
     l.set_level(rank == 0 ? spdlog::level::info : spdlog::level::warn);
   } else {
@@ -43,6 +43,13 @@ void configure(int rank, const std::string& host, bool showHost) {
                         "' is not one of trace|debug|info|warn|error|off");
     }
     l.set_level(parsed);
+  }
+  // Override notices ("COHORT_X set by environment to Y") once, from rank 0 only: every
+  // rank has the same environment under mpirun, so more would be noise.
+  if (rank == 0) {
+    env::setOverrideSink([](const std::string& line) { COHORT_LOG_INFO("{}", line); });
+  } else {
+    env::setOverrideSink([](const std::string&) {});
   }
 }
 

@@ -22,16 +22,16 @@ namespace cohort::dist {
 // The one place where the backend reads the environment.
 BackendOptions BackendOptions::fromEnv() {
   BackendOptions o;
-  o.timeoutSeconds = env::getDouble("COHORT_COLLECTIVE_TIMEOUT");
+  o.timeoutSeconds = env::get(env::kCollectiveTimeout);
   if (!(o.timeoutSeconds > 0)) {
     throw ConfigError("environment variable COHORT_COLLECTIVE_TIMEOUT must be > 0 seconds");
   }
-  const std::int64_t slice = env::getInt("COHORT_ALLREDUCE_SLICE_BYTES");
+  const std::int64_t slice = env::get(env::kAllreduceSliceBytes);
   if (slice < 4096) {
     throw ConfigError("environment variable COHORT_ALLREDUCE_SLICE_BYTES must be >= 4096");
   }
   o.sliceBytes = static_cast<std::size_t>(slice);
-  o.checkArguments = env::getBool("COHORT_CHECK_COLLECTIVES");
+  o.checkArguments = env::get(env::kCheckCollectives);
   return o;
 }
 

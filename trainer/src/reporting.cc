@@ -349,8 +349,10 @@ std::vector<std::unique_ptr<Reporter>> makeReporters(const std::vector<std::stri
     } else if (name == "tensorboard") {
       if (cfg.loggingDir.empty() && cfg.outputDir.empty())
         throw ConfigError("report_to: tensorboard needs logging_dir or output_dir");
-      out.push_back(std::make_unique<TensorBoardReporter>(
-          !cfg.loggingDir.empty() ? cfg.loggingDir : defaultLoggingDir(cfg.outputDir)));
+      auto tb = std::make_unique<TensorBoardReporter>(
+          !cfg.loggingDir.empty() ? cfg.loggingDir : defaultLoggingDir(cfg.outputDir));
+      if (cfg.runArguments != nullptr) tb->logRunArguments(*cfg.runArguments);
+      out.push_back(std::move(tb));
     }
   }
   return out;

@@ -1,12 +1,11 @@
-// TensorBoard event files without TensorFlow: the few protobuf messages TensorBoard needs
-// for scalars are encoded by hand. What is written (field numbers from TensorFlow's
-// event.proto and summary.proto):
-//   Event   { double wall_time = 1; int64 step = 2; string file_version = 3;
-//             Summary summary = 5; }
-//   Summary { repeated Value value = 1; }
-//   Value   { string tag = 1; float simple_value = 2; }
-// Each Event is one TFRecord: uint64 length, uint32 masked CRC32C of those 8 bytes, the
-// bytes, uint32 masked CRC32C of the bytes; all integers little-endian.
+// TensorBoard event files without TensorFlow: each record is an Event message generated
+// from trainer/proto/tensorboard_event.proto (TensorBoard's field numbers), serialized by
+// protobuf. Each Event is one TFRecord: uint64 length, uint32 masked CRC32C of those 8
+// bytes, the bytes, uint32 masked CRC32C of the bytes; all integers little-endian.
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/message.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,60 +16,90 @@
 #include <string>
 
 #include "cohort/trainer/reporting.h"
+#include "cohort/trainer/training_args.h"
 #include "crc32c.h"
+#include "tensorboard_event.pb.h"
 
 namespace cohort::trainer {
 
 namespace {
 
-// Protobuf wire types.
-constexpr std::uint32_t kVarint = 0;
-constexpr std::uint32_t kFixed64 = 1;
-constexpr std::uint32_t kLengthDelimited = 2;
-constexpr std::uint32_t kFixed32 = 5;
-
-void putVarint(std::string& out, std::uint64_t v) {
-  while (v >= 0x80) {
-    out += static_cast<char>((v & 0x7F) | 0x80);
-    v >>= 7;
-  }
-  out += static_cast<char>(v);
-}
-
-void putKey(std::string& out, std::uint32_t field, std::uint32_t wireType) {
-  putVarint(out, (static_cast<std::uint64_t>(field) << 3) | wireType);
-}
+namespace tb = tensorboard;
+namespace pb = google::protobuf;
 
 // Byte by byte so the file is little-endian whatever the host is.
 void putLittleEndian(std::string& out, std::uint64_t v, int bytes) {
   for (int i = 0; i < bytes; ++i) out += static_cast<char>((v >> (8 * i)) & 0xFF);
 }
 
-void putDouble(std::string& out, std::uint32_t field, double v) {
-  std::uint64_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  putKey(out, field, kFixed64);
-  putLittleEndian(out, bits, 8);
+// Deterministic: map entries (the hparams) in key order, so equal runs write equal bytes.
+std::string serialize(const pb::Message& m) {
+  std::string out;
+  m.ByteSizeLong();  // caches the sizes SerializeWithCachedSizes writes
+  {
+    pb::io::StringOutputStream stream(&out);
+    pb::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    m.SerializeWithCachedSizes(&coded);
+  }
+  return out;
 }
 
-void putFloat(std::string& out, std::uint32_t field, float v) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  putKey(out, field, kFixed32);
-  putLittleEndian(out, bits, 4);
-}
-
-void putBytes(std::string& out, std::uint32_t field, const std::string& bytes) {
-  putKey(out, field, kLengthDelimited);
-  putVarint(out, bytes.size());
-  out += bytes;
-}
-
-std::string scalarValue(const std::string& tag, double v) {
-  std::string value;
-  putBytes(value, 1, tag);                    // Value.tag
-  putFloat(value, 2, static_cast<float>(v));  // Value.simple_value
-  return value;
+// One hparam per field that has a value (set, or a declared default): numbers, bools and
+// strings as themselves, enums by name, repeated fields as a comma-separated string (the
+// HParams dashboard takes scalars only). Unset fields without a default (HF's None) are left
+// out rather than invented.
+void addHparams(const pb::Message& args, tb::SessionStartInfo& info) {
+  const pb::Descriptor* d = args.GetDescriptor();
+  const pb::Reflection* r = args.GetReflection();
+  auto& out = *info.mutable_hparams();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const pb::FieldDescriptor* f = d->field(i);
+    using T = pb::FieldDescriptor;
+    if (f->is_repeated()) {
+      if (f->cpp_type() != T::CPPTYPE_STRING) continue;
+      std::string joined;
+      for (int k = 0; k < r->FieldSize(args, f); ++k) {
+        joined += (k == 0 ? "" : ",") + r->GetRepeatedString(args, f, k);
+      }
+      out[f->name()].set_string_value(joined);
+      continue;
+    }
+    if (!r->HasField(args, f) && !f->has_default_value()) continue;
+    tb::HParamValue& v = out[f->name()];
+    switch (f->cpp_type()) {
+      case T::CPPTYPE_BOOL:
+        v.set_bool_value(r->GetBool(args, f));
+        break;
+      case T::CPPTYPE_INT32:
+        v.set_number_value(r->GetInt32(args, f));
+        break;
+      case T::CPPTYPE_INT64:
+        v.set_number_value(static_cast<double>(r->GetInt64(args, f)));
+        break;
+      case T::CPPTYPE_UINT32:
+        v.set_number_value(r->GetUInt32(args, f));
+        break;
+      case T::CPPTYPE_UINT64:
+        v.set_number_value(static_cast<double>(r->GetUInt64(args, f)));
+        break;
+      case T::CPPTYPE_FLOAT:
+        v.set_number_value(r->GetFloat(args, f));
+        break;
+      case T::CPPTYPE_DOUBLE:
+        v.set_number_value(r->GetDouble(args, f));
+        break;
+      case T::CPPTYPE_STRING:
+        v.set_string_value(r->GetString(args, f));
+        break;
+      case T::CPPTYPE_ENUM:
+        v.set_string_value(r->GetEnum(args, f)->name());
+        break;
+      case T::CPPTYPE_MESSAGE:
+        out.erase(f->name());
+        break;
+    }
+  }
 }
 
 std::string hostName() {
@@ -126,26 +155,61 @@ TensorBoardReporter::TensorBoardReporter(const std::string& logDir,
     throw ReportError("cannot create event file: '" + base + "' and 999 suffixed names exist");
   }
 
-  std::string event;
-  putDouble(event, 1, start);           // Event.wall_time
-  putBytes(event, 3, "brain.Event:2");  // Event.file_version
-  writeRecord(event);
+  tb::Event event;
+  event.set_wall_time(start);
+  event.set_file_version("brain.Event:2");
+  writeRecord(serialize(event));
 }
 
 void TensorBoardReporter::log(const LogEntry& entry) {
-  std::string summary;
+  tb::Event event;
+  event.set_wall_time(wallClock_());
+  event.set_step(entry.step);
+  tb::Summary* summary = event.mutable_summary();
+  auto addScalar = [summary](const std::string& key, double v) {
+    tb::Summary::Value* value = summary->add_value();
+    value->set_tag(tensorBoardTag(key));
+    value->set_simple_value(static_cast<float>(v));
+  };
   for (const auto& [key, v] : entry.values) {
-    if (key == "step" || key == "epoch") continue;              // the dedicated fields win
-    putBytes(summary, 1, scalarValue(tensorBoardTag(key), v));  // Summary.value
+    if (key != "step" && key != "epoch") addScalar(key, v);  // the dedicated fields win
   }
-  putBytes(summary, 1, scalarValue(tensorBoardTag("epoch"), entry.epoch));
+  addScalar("epoch", entry.epoch);
+  writeRecord(serialize(event));
+}
 
-  std::string event;
-  putDouble(event, 1, wallClock_());                         // Event.wall_time
-  putKey(event, 2, kVarint);                                 // Event.step
-  putVarint(event, static_cast<std::uint64_t>(entry.step));  // int64: two's complement
-  putBytes(event, 5, summary);                               // Event.summary
-  writeRecord(event);
+void TensorBoardReporter::logRunArguments(const TrainingArguments& args) {
+  const double now = wallClock_();
+  // HF's TensorBoardCallback: add_text("args", args.to_json_string()) -> "args/text_summary".
+  tb::Event text;
+  text.set_wall_time(now);
+  tb::Summary::Value* value = text.mutable_summary()->add_value();
+  value->set_tag("args/text_summary");
+  tb::SummaryMetadata* meta = value->mutable_metadata();
+  meta->mutable_plugin_data()->set_plugin_name("text");
+  tb::TextPluginData textPlugin;  // version 0: serializes to nothing, as TensorBoard's own
+  meta->mutable_plugin_data()->set_content(serialize(textPlugin));
+  meta->set_data_class(tb::DATA_CLASS_TENSOR);
+  tb::TensorProto* tensor = value->mutable_tensor();
+  tensor->set_dtype(tb::DT_STRING);
+  tensor->mutable_tensor_shape();  // no dims: a scalar string
+  tensor->add_string_val(toJson(args));
+  writeRecord(serialize(text));
+
+  // The HParams dashboard: one session whose hparams are the arguments.
+  tb::HParamsPluginData plugin;
+  plugin.set_version(0);
+  tb::SessionStartInfo* info = plugin.mutable_session_start_info();
+  info->set_start_time_secs(now);
+  addHparams(args, *info);
+  tb::Event hparams;
+  hparams.set_wall_time(now);
+  value = hparams.mutable_summary()->add_value();
+  value->set_tag("_hparams_/session_start_info");
+  meta = value->mutable_metadata();
+  meta->mutable_plugin_data()->set_plugin_name("hparams");
+  meta->mutable_plugin_data()->set_content(serialize(plugin));
+  writeRecord(serialize(hparams));
 }
 
 void TensorBoardReporter::writeRecord(const std::string& data) {

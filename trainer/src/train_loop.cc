@@ -111,18 +111,19 @@ double TrainLoop::lrAt(std::int64_t step) const {
 void TrainLoop::openReporting() {
   if (rank_ != 0) return;  // only rank 0 writes logs and draws progress
   ProgressBarOptions po;
-  const std::string mode = env::getString("COHORT_PROGRESS_BAR");
-  if (mode == "auto") {
+  const env::AutoBool mode = env::get(env::kProgressBar);
+  if (!mode) {
     po.isTerminal =
         ProgressBar::stdoutIsTerminal() && std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr;
   } else {
-    po.isTerminal = env::getBool("COHORT_PROGRESS_BAR");
+    po.isTerminal = *mode;
   }
   bar_ = std::make_unique<ProgressBar>(t_.state_.maxSteps, po);
   ReporterConfig cfg;
   cfg.outputDir = args_.output_dir();
   if (args_.has_logging_dir()) cfg.loggingDir = args_.logging_dir();
   cfg.progressBar = bar_.get();
+  cfg.runArguments = &args_;  // TensorBoard: text and HParams summaries of the run
   // A fresh run starts a new log history; a resumed one continues it.
   cfg.appendJsonl = resumeKind(args_) != ResumeKind::kNone;
   std::filesystem::create_directories(args_.output_dir());

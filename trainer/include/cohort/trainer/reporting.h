@@ -4,8 +4,9 @@
 // nothing here is collective or knows about torch or MPI. Every writer flushes after each
 // entry, so a crashed run keeps everything it logged. The TensorBoard writer produces event
 // files with the wire format TensorBoard reads (TFRecord framing, masked CRC32C, Event and
-// Summary protos) encoded by hand, so there is no TensorFlow dependency. File formats:
-// docs/logging.md.
+// Summary messages generated from a subset of TensorBoard's schema in
+// trainer/proto/tensorboard_event.proto), so there is no TensorFlow dependency. File
+// formats: docs/logging.md.
 //
 // Thread-safety: none of these classes is thread-safe; the trainer calls them from its one
 // training thread on rank 0.
@@ -26,6 +27,8 @@
 #include "cohort/dist/error.h"
 
 namespace cohort::trainer {
+
+class TrainingArguments;  // training_args.pb.h
 
 // Writing a report failed (cannot create the directory or file, disk full, ...). The message
 // names the path and the OS error.
@@ -194,6 +197,7 @@ class JsonlReporter : public Reporter {
 // anything else -> "train/x"; the epoch is logged as "train/epoch". String fields are not
 // written. Each record is flushed to the OS when log() returns. Throws ReportError on I/O
 // failure. `wallClock` (seconds since the Unix epoch) is injectable for tests.
+// logRunArguments() records the run's arguments once, for the Text and HParams dashboards.
 class TensorBoardReporter : public Reporter {
  public:
   explicit TensorBoardReporter(const std::string& logDir,
@@ -202,6 +206,10 @@ class TensorBoardReporter : public Reporter {
   TensorBoardReporter& operator=(const TensorBoardReporter&) = delete;
   std::string name() const override { return "tensorboard"; }
   void log(const LogEntry& entry) override;
+  // Two records at step 0: a text summary "args/text_summary" holding toJson(args) (as HF's
+  // TensorBoardCallback), and an HParams session_start_info whose hparams are the fields that
+  // have a value (repeated fields comma-joined; unset fields without a default left out).
+  void logRunArguments(const TrainingArguments& args);
   const std::string& path() const { return path_; }
 
  private:
@@ -243,6 +251,9 @@ struct ReporterConfig {
   std::ostream* console = nullptr;  // borrowed, must outlive the reporters; null: std::cout
   // Borrowed, must outlive the reporters; console lines are printed above it when set.
   ProgressBar* progressBar = nullptr;
+  // Borrowed, read during makeReporters() only; when set, the TensorBoard writer records
+  // them (TensorBoardReporter::logRunArguments).
+  const TrainingArguments* runArguments = nullptr;
 };
 
 // The reporter names `reportTo` asks for, normalised: each element may hold several names
