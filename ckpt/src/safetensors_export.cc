@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "cohort/ckpt/format.h"
+#include "cohort/core/float_bits.h"
 #include "cohort/ckpt/safetensors.h"
 
 namespace cohort::ckpt {
@@ -15,24 +16,8 @@ bool isFloating(const std::string& d) {
   return d == "float64" || d == "float32" || d == "float16" || d == "bfloat16";
 }
 
-std::uint32_t bitsOf(float f) {
-  std::uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-float floatOf(std::uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-// float32 -> bfloat16, round to nearest, ties to even; NaN stays a (quiet) NaN.
-std::uint16_t bf16OfFloat(float f) {
-  const std::uint32_t u = bitsOf(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x0040u);
-  const std::uint32_t bias = 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<std::uint16_t>((u + bias) >> 16);
-}
+using bits::bitsOf;
+using bits::floatOf;
 
 // float64 -> float32 rounded to ODD (truncate, then set the last bit when inexact): rounding
 // that to bfloat16 (8 significant bits, 24 >= 8 + 2) gives the correctly rounded bfloat16
@@ -43,17 +28,6 @@ float floatRoundToOdd(double d) {
   if (static_cast<double>(f) == d) return f;
   if (std::fabs(static_cast<double>(f)) > std::fabs(d)) f = std::nextafter(f, 0.0f);
   return floatOf(bitsOf(f) | 1u);
-}
-
-// IEEE half -> float32, exact.
-float floatOfHalf(std::uint16_t h) {
-  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-  const std::uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-  if (exp == 0x1f) return floatOf(sign | 0x7f800000u | (man << 13));  // inf / NaN
-  if (exp != 0) return floatOf(sign | ((exp + 112u) << 23) | (man << 13));
-  // Zero or subnormal: man * 2^-24, exact in float32.
-  const float v = std::ldexp(static_cast<float>(man), -24);
-  return sign ? -v : v;
 }
 
 // Element i of a floating array as float32 (exact where float32 can hold it; float64 per
@@ -71,8 +45,8 @@ float toFloat(const std::string& from, const void* src, std::int64_t i, bool odd
   }
   std::uint16_t h;
   std::memcpy(&h, static_cast<const char*>(src) + 2 * i, 2);
-  if (from == "bfloat16") return floatOf(static_cast<std::uint32_t>(h) << 16);
-  return floatOfHalf(h);
+  if (from == "bfloat16") return bits::bf16ToFloat(h);
+  return bits::fp16ToFloat(h);
 }
 
 // The dtype a tensor is written as under a conversion option.
@@ -102,7 +76,7 @@ void convertElements(const std::string& from, const std::string& to, const void*
     return;
   }
   for (std::int64_t i = 0; i < n; ++i) {
-    const std::uint16_t b = bf16OfFloat(toFloat(from, src, i, /*odd=*/true));
+    const std::uint16_t b = bits::floatToBf16(toFloat(from, src, i, /*odd=*/true));
     std::memcpy(out + 2 * i, &b, 2);
   }
 }

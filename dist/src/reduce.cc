@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "cohort/core/float_bits.h"
 #include "cohort/dist/error.h"
 
 namespace cohort::dist::detail {
@@ -67,16 +68,8 @@ void reduceFloat(T* __restrict dst, const T* __restrict src, std::size_t n, Redu
   }
 }
 
-std::uint32_t bitsOf(float f) {
-  std::uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-float floatOf(std::uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+using bits::bitsOf;
+using bits::floatOf;
 
 }  // namespace
 
@@ -115,26 +108,11 @@ void divideBy(void* buf, std::size_t n, DType dtype, double divisor) {
   }
 }
 
-float bf16ToFloat(std::uint16_t v) { return floatOf(static_cast<std::uint32_t>(v) << 16); }
+float bf16ToFloat(std::uint16_t v) { return bits::bf16ToFloat(v); }
 
-std::uint16_t floatToBf16(float f) {
-  const std::uint32_t x = bitsOf(f);
-  if (std::isnan(f)) return static_cast<std::uint16_t>((x >> 16) | 0x40);
-  const std::uint32_t rounding = 0x7fff + ((x >> 16) & 1);
-  return static_cast<std::uint16_t>((x + rounding) >> 16);
-}
+std::uint16_t floatToBf16(float f) { return bits::floatToBf16(f); }
 
-float fp16ToFloat(std::uint16_t h) {
-  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000) << 16;
-  const std::uint32_t exp = (h >> 10) & 0x1f;
-  const std::uint32_t mant = h & 0x3ff;
-  if (exp == 0) {  // zero or subnormal: mant * 2^-24, exact in float
-    const float v = static_cast<float>(mant) * 5.9604644775390625e-08f;
-    return sign ? -v : v;
-  }
-  if (exp == 31) return floatOf(sign | 0x7f800000u | (mant << 13));
-  return floatOf(sign | ((exp - 15 + 127) << 23) | (mant << 13));
-}
+float fp16ToFloat(std::uint16_t h) { return bits::fp16ToFloat(h); }
 
 std::uint16_t floatToFp16(float f) {
   const std::uint32_t x = bitsOf(f);

@@ -12,20 +12,8 @@ namespace cohort::trainer {
 PredictionOutput Trainer::predict(std::shared_ptr<const Dataset> dataset,
                                   const std::string& metricKeyPrefix) {
   if (!dataset) throw ConfigError("predict() needs a dataset");
-  EvalParts ep;
-  ep.model = parts_.model.get();
-  ep.forward = parts_.forward;
-  ep.dataset = std::move(dataset);
-  ep.collator = parts_.collator;
-  ep.loss = parts_.evalLoss;
-  ep.computeMetrics = parts_.computeMetrics;
-  ep.preprocessLogits = parts_.preprocessLogitsForMetrics;
-  if (watcher_) ep.shouldStop = [w = watcher_.get()] { return w->stopRequested(); };
-  EvalOptions eo = evalOptionsFromArgs(args_);
-  eo.shiftLabels = parts_.shiftLabels;
-  eo.metricKeyPrefix = metricKeyPrefix;
+  auto [ep, eo] = evalSetup(std::move(dataset), metricKeyPrefix);
   eo.keepPredictions = true;
-  if (!parts_.model->parameters().empty()) eo.device = parts_.model->parameters().front().device();
   setTrainingPhase(TrainingPhase::kEval);
   struct Idle {
     ~Idle() { setTrainingPhase(TrainingPhase::kIdle); }

@@ -91,12 +91,12 @@ Trainer::Trainer(TrainingArguments args, dist::Communicator& comm, TrainerParts 
 
 Trainer::~Trainer() = default;
 
-std::map<std::string, double> Trainer::evaluate(const std::string& metricKeyPrefix) {
-  if (!parts_.evalDataset) throw ConfigError("evaluate() needs an eval dataset");
+std::pair<EvalParts, EvalOptions> Trainer::evalSetup(std::shared_ptr<const Dataset> dataset,
+                                                     const std::string& metricKeyPrefix) const {
   EvalParts ep;
   ep.model = parts_.model.get();
   ep.forward = parts_.forward;
-  ep.dataset = parts_.evalDataset;
+  ep.dataset = std::move(dataset);
   ep.collator = parts_.collator;
   ep.loss = parts_.evalLoss;
   ep.computeMetrics = parts_.computeMetrics;
@@ -106,6 +106,12 @@ std::map<std::string, double> Trainer::evaluate(const std::string& metricKeyPref
   eo.shiftLabels = parts_.shiftLabels;
   eo.metricKeyPrefix = metricKeyPrefix;
   eo.device = modelDevice(*parts_.model);
+  return {std::move(ep), std::move(eo)};
+}
+
+std::map<std::string, double> Trainer::evaluate(const std::string& metricKeyPrefix) {
+  if (!parts_.evalDataset) throw ConfigError("evaluate() needs an eval dataset");
+  const auto [ep, eo] = evalSetup(parts_.evalDataset, metricKeyPrefix);
   setTrainingPhase(TrainingPhase::kEval);
   const EvalResult r = trainer::evaluate(comm_, ep, eo);
   setTrainingPhase(TrainingPhase::kIdle);

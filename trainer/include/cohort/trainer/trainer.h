@@ -176,6 +176,10 @@ class Trainer {
 
  private:
   friend class TrainLoop;  // train()'s step units (trainer/src/train_loop.h)
+  // What evaluate() and predict() hand the evaluation loop: this Trainer's model, forward,
+  // collator, losses, metrics, stop hook and arguments, on the model's device.
+  std::pair<EvalParts, EvalOptions> evalSetup(std::shared_ptr<const Dataset> dataset,
+                                              const std::string& metricKeyPrefix) const;
   TrainingArguments args_;
   dist::Communicator& comm_;
   TrainerParts parts_;
