@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <cmath>
@@ -74,17 +75,25 @@ FusedOptimizer::FusedOptimizer(GradientSync& sync, OptimizerOptions options,
     throw ConfigError("FusedOptimizer needs GradientSync with flatParameters = true");
   }
   const auto& grads = sync_.bucketGradients();
+  bool allCpu = true;
   for (std::size_t b = 0; b < grads.size(); ++b) {
     const at::Tensor& g = grads[b];
     if (g.scalar_type() != at::kFloat && g.scalar_type() != at::kDouble) {
       throw ConfigError(std::string("FusedOptimizer: parameters must be float32 or float64, got ") +
                         c10::toString(g.scalar_type()));
     }
+    allCpu = allCpu && g.device().is_cpu();
     const auto [lo, hi] = sync_.ownedRange(b);
     const std::int64_t moments = options_.kind == OptimizerKind::kAdamW ? hi - lo : 0;
+    // On the parameters' device (g.options() carries it).
     expAvg_.push_back(at::zeros({moments}, g.options()));
     expAvgSq_.push_back(at::zeros({moments}, g.options()));
   }
+  if (options_.path == OptimizerPath::kHostLoop && !allCpu) {
+    throw ConfigError("FusedOptimizer: path kHostLoop needs CPU parameters; these are on " +
+                      grads.front().device().str() + " (use kAuto or kTensorOps)");
+  }
+  hostLoop_ = allCpu && options_.path != OptimizerPath::kTensorOps;
   // Each parameter's slice of its bucket's owned range, grouped by bucket.
   for (const ParamSlot& s : sync_.paramSlots()) {
     const auto [lo, hi] = sync_.ownedRange(s.bucket);
@@ -93,11 +102,20 @@ FusedOptimizer::FusedOptimizer(GradientSync& sync, OptimizerOptions options,
   }
   std::stable_sort(segments_.begin(), segments_.end(),
                    [](const Segment& a, const Segment& b) { return a.bucket < b.bucket; });
+  if (!hostLoop_) buildDecayMasks();
 }
 
 void FusedOptimizer::step(double lr) {
   if (lr < 0) lr = options_.lr;
   ++step_;
+  if (hostLoop_) {
+    stepHostLoop(lr);
+  } else {
+    stepTensorOps(lr);
+  }
+}
+
+void FusedOptimizer::stepHostLoop(double lr) {
   const auto& params = sync_.bucketParameters();
   const auto& grads = sync_.bucketGradients();
   std::size_t next = 0;
@@ -112,6 +130,91 @@ void FusedOptimizer::step(double lr) {
       } else {
         runSegment<double>(params[b], grads[b], expAvg_[b], expAvgSq_[b], s.offset,
                            s.offset - owned, s.numel, lr, wd, options_, step_);
+      }
+    }
+    // Sharded: this bucket travels while the next one is updated.
+    sync_.launchParameterGather(b);
+  }
+  sync_.finishParameterGather();
+}
+
+// Which part of each bucket's owned range decays. The segments tile the owned range (a bucket
+// holds only parameters that require grad, packed without gaps), so "all" and "none" need no
+// mask; a mixed bucket gets a 0/1 mask built once on the host and moved to the device.
+void FusedOptimizer::buildDecayMasks() {
+  const auto& params = sync_.bucketParameters();
+  decay_.assign(params.size(), Decay::kAll);
+  decayMask_.assign(params.size(), at::Tensor());
+  std::vector<std::int64_t> decayed(params.size(), 0), total(params.size(), 0);
+  for (const Segment& s : segments_) {
+    total[s.bucket] += s.numel;
+    if (s.decay) decayed[s.bucket] += s.numel;
+  }
+  for (std::size_t b = 0; b < params.size(); ++b) {
+    if (decayed[b] == total[b]) continue;
+    if (decayed[b] == 0) {
+      decay_[b] = Decay::kNone;
+      continue;
+    }
+    decay_[b] = Decay::kSome;
+    const auto [lo, hi] = sync_.ownedRange(b);
+    at::Tensor mask = at::zeros({hi - lo}, params[b].options().device(at::kCPU));
+    for (const Segment& s : segments_) {
+      if (s.bucket == b && s.decay) mask.narrow(0, s.offset - lo, s.numel).fill_(1);
+    }
+    decayMask_[b] = mask.to(params[b].device());
+  }
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+  if (options_.kind == OptimizerKind::kAdamW) {
+    for (const at::Tensor& p : params) {
+      stepTensor_.push_back(p.is_cuda() ? at::zeros({}, p.options().dtype(at::kFloat))
+                                        : at::Tensor());
+    }
+  }
+#endif
+}
+
+void FusedOptimizer::stepTensorOps(double lr) {
+  const auto& params = sync_.bucketParameters();
+  const auto& grads = sync_.bucketGradients();
+  const OptimizerOptions& o = options_;
+  const double bc1 = 1.0 - std::pow(o.beta1, static_cast<double>(step_));
+  const double bc2 = 1.0 - std::pow(o.beta2, static_cast<double>(step_));
+  at::NoGradGuard noGrad;
+  for (std::size_t b = 0; b < params.size(); ++b) {
+    const auto [lo, hi] = sync_.ownedRange(b);
+    if (hi > lo) {
+      at::Tensor p = params[b].narrow(0, lo, hi - lo);
+      const at::Tensor g = grads[b].narrow(0, lo, hi - lo);
+      // Decoupled (AdamW) or L2 (SGD) decay first: p *= 1 - lr*wd where it applies. For SGD,
+      // p - lr*(g + wd*p) = p*(1 - lr*wd) - lr*g, the same update in two ops.
+      const double shrink = lr * o.weightDecay;
+      if (shrink != 0 && decay_[b] == Decay::kAll) {
+        p.mul_(1.0 - shrink);
+      } else if (shrink != 0 && decay_[b] == Decay::kSome) {
+        p.addcmul_(p, decayMask_[b], -shrink);
+      }
+      if (o.kind == OptimizerKind::kSgd) {
+        p.add_(g, -lr);
+      } else {
+        at::Tensor& m = expAvg_[b];
+        at::Tensor& v = expAvgSq_[b];
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+        if (stepTensor_[b].defined()) {
+          // One multi-tensor kernel for the moments and the parameter update (decay is done).
+          stepTensor_[b].fill_(static_cast<double>(step_));
+          at::_fused_adamw_({p}, {g}, {m}, {v}, {}, {stepTensor_[b]}, lr, o.beta1, o.beta2,
+                            /*weight_decay=*/0.0, o.eps, /*amsgrad=*/false, /*maximize=*/false);
+          sync_.launchParameterGather(b);
+          continue;
+        }
+#endif
+        // The host loop's formulas, op by op: m += (1-b1)(g-m); v = b2 v + (1-b2) g^2;
+        // p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps).
+        m.lerp_(g, 1.0 - o.beta1);
+        v.mul_(o.beta2).addcmul_(g, g, 1.0 - o.beta2);
+        at::Tensor denom = v.sqrt().mul_(1.0 / std::sqrt(bc2)).add_(o.eps);
+        p.addcdiv_(m, denom, -lr / bc1);
       }
     }
     // Sharded: this bucket travels while the next one is updated.
