@@ -1,6 +1,7 @@
 # Test files of the trainer's config area: list(APPEND COHORT_TRAINER_TEST_SOURCES ...)
 # TrainingArguments: loading, CLI overrides, validation, dumps (gtest; Unit* and Mpi*).
-list(APPEND COHORT_TRAINER_TEST_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/training_args_test.cc)
+list(APPEND COHORT_TRAINER_TEST_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/training_args_test.cc
+     ${CMAKE_CURRENT_SOURCE_DIR}/training_args_validation_test.cc)
 
 # A bad config under mpirun: every rank exits 2 with one error line, no hang.
 if(TARGET cohort_trainer)
