@@ -29,6 +29,9 @@ work=/tmp/cohort-multihost-$mode
 mhInit 2 "$work"
 mhMpiEnv
 export COHORT_COLLECTIVE_TIMEOUT=$timeout_s
+# A save's agreement waits on its own timeout (dist::Consensus, default 1800 s): bounded the
+# same, so that a partition mid-save ends as fast as one mid-step.
+export COHORT_CONSENSUS_TIMEOUT=$timeout_s
 cd "$work" || exit 1
 run_args=()  # extra `cohort run` options
 common=(--logging_steps=1 --learning_rate=0.05 --seed=7 --report_to=none
