@@ -12,6 +12,7 @@
 // run:
 //   RATE trainer|handwritten <steps/s> <measured steps> <tokens in measured steps>
 //   LOSS trainer|handwritten <mean loss over all steps>
+//   CPU trainer|handwritten <process CPU ms per step over the whole run, set-up included>
 //   PHASES trainer|handwritten <phase>=<ms per step> ... (TrainOutput::phaseSeconds; the
 //          loop times the same phases: data, forward_backward, clip, optimizer)
 // and once: CHECK param_max_abs_diff <max |p_trainer - p_handwritten| after the first pair>.
@@ -26,6 +27,8 @@
 #include <torch/types.h>
 #include <torch/nn/utils/clip_grad.h>
 // clang-format on
+
+#include <sys/resource.h>
 
 #include <chrono>
 #include <cstdio>
@@ -68,7 +71,26 @@ struct Run {
   std::shared_ptr<torch::nn::Module> model;
   double meanLoss = 0.0;                       // over all steps
   std::map<std::string, double> phaseSeconds;  // summed over all steps (warmup included)
+  double cpuSeconds = 0.0;  // the process's user + system CPU time over the whole run
 };
+
+// The process's CPU time so far (user + system, all threads). Unlike wall time it barely
+// moves when other processes compete for the cores, so it still compares A and B on a busy
+// machine (where wall-time ratios swing by 2x between runs).
+double processCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  const auto sec = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec * 1e-6; };
+  return sec(u.ru_utime) + sec(u.ru_stime);
+}
+
+template <typename F>
+Run timedCpu(F&& runOnce) {
+  const double c0 = processCpuSeconds();
+  Run r = runOnce();
+  r.cpuSeconds = processCpuSeconds() - c0;
+  return r;
+}
 
 // The hand-written loop's phases, named as the Trainer's (TrainOutput::phaseSeconds).
 class Laps {
@@ -293,17 +315,19 @@ int main(int argc, char** argv) {
     for (int r = 0; r < o.repeats; ++r) {
       Run a, b;
       if (r % 2 == 0) {
-        a = runTrainer(train, total, *comm);
-        b = runHandwritten(train, total);
+        a = timedCpu([&] { return runTrainer(train, total, *comm); });
+        b = timedCpu([&] { return runHandwritten(train, total); });
       } else {
-        b = runHandwritten(train, total);
-        a = runTrainer(train, total, *comm);
+        b = timedCpu([&] { return runHandwritten(train, total); });
+        a = timedCpu([&] { return runTrainer(train, total, *comm); });
       }
       std::printf("RATE trainer %.4f %d %lld\n", stepsPerSecond(a, o.warmup), o.steps,
                   static_cast<long long>(tokens));
       std::printf("RATE handwritten %.4f %d %lld\n", stepsPerSecond(b, o.warmup), o.steps,
                   static_cast<long long>(tokens));
       std::printf("LOSS trainer %.6f\nLOSS handwritten %.6f\n", a.meanLoss, b.meanLoss);
+      std::printf("CPU trainer %.4f\nCPU handwritten %.4f\n", a.cpuSeconds * 1e3 / total,
+                  b.cpuSeconds * 1e3 / total);
       for (const auto& [name, run] : {std::pair{"trainer", &a}, std::pair{"handwritten", &b}}) {
         std::printf("PHASES %s", name);  // ms per step
         for (const auto& [phase, sec] : run->phaseSeconds) {

@@ -77,32 +77,51 @@ TrainerParts classParts(std::shared_ptr<Linear43> m, std::shared_ptr<Seen> seen,
 }
 
 // The counter the Trainer exposes: a step that logs reads once (the log values), a step that
-// neither logs nor can stop reads nothing, with the default loss. A user's computeLoss takes
-// the global item count as a number, so those steps read it (once) before the forward.
+// neither logs nor can stop reads nothing, with the default loss or a computeLossOnDevice.
+// With enable_jit_checkpoint every step may stop: one read per step, the stop flag riding
+// the log's copy on a logged step (never two). A user's computeLoss takes the global item
+// count as a number, so those steps read it (once) before the forward.
+enum class Loss { kDefault, kUserHost, kUserDevice };
+
 TEST(TrainerHostSyncs, OnePerLoggedStepAndNoneOtherwise) {
   auto comm = worldComm();
   const std::int64_t n = 16 * comm->size();
-  auto run = [&](int logEvery, bool userLoss) {
+  auto run = [&](int logEvery, Loss loss, bool jit = false) {
     auto parts = classParts(std::make_shared<Linear43>(), std::make_shared<Seen>(), n);
-    if (userLoss) {
+    if (loss == Loss::kUserHost) {
       parts.computeLoss = [](const ModelOutput& o, const at::Tensor& labels, std::int64_t items) {
         return tokenMeanLoss(o, labels, items, false);
       };
+    } else if (loss == Loss::kUserDevice) {
+      parts.computeLossOnDevice = [](const ModelOutput& o, const at::Tensor& labels,
+                                     const at::Tensor& items) {
+        EXPECT_EQ(items.device(), labels.device());
+        return tokenMeanLoss(o, labels, 1, false) / items.clamp_min(1);  // sum / count
+      };
     }
-    Trainer t(syncArgs("cohort_syncs_" + std::to_string(comm->size()), logEvery), *comm,
-              std::move(parts));
+    TrainingArguments args = syncArgs("cohort_syncs_" + std::to_string(comm->size()), logEvery);
+    args.set_enable_jit_checkpoint(jit);
+    Trainer t(args, *comm, std::move(parts));
     TrainOutput out = t.train();
     return std::make_pair(out, t.state().logHistory);
   };
-  const auto [everyStep, logEvery1] = run(1, false);
-  const auto [sparse, logSparse] = run(3, false);
-  const auto [user, logUser] = run(3, true);
+  const auto [everyStep, logEvery1] = run(1, Loss::kDefault);
+  const auto [sparse, logSparse] = run(3, Loss::kDefault);
+  const auto [user, logUser] = run(3, Loss::kUserHost);
+  const auto [userDevice, logUserDevice] = run(3, Loss::kUserDevice);
+  const auto [jitEvery, logJitEvery] = run(1, Loss::kDefault, true);
+  const auto [jitSparse, logJitSparse] = run(3, Loss::kDefault, true);
   const std::vector<std::int64_t> one(6, 1);
   const std::vector<std::int64_t> sparseWant{0, 0, 1, 0, 0, 1};
   const std::vector<std::int64_t> userWant{1, 1, 2, 1, 1, 2};
   EXPECT_EQ(everyStep.hostSyncsPerStep, one);
   EXPECT_EQ(sparse.hostSyncsPerStep, sparseWant);
   EXPECT_EQ(user.hostSyncsPerStep, userWant);
+  EXPECT_EQ(userDevice.hostSyncsPerStep, sparseWant);
+  EXPECT_EQ(jitEvery.hostSyncsPerStep, one);
+  EXPECT_EQ(jitSparse.hostSyncsPerStep, one);
+  EXPECT_EQ(userDevice.trainingLoss, sparse.trainingLoss);
+  EXPECT_EQ(jitSparse.trainingLoss, sparse.trainingLoss);
   // The device-side default loss (divided by the count on the device) and the host path
   // (tokenMeanLoss with the count as a number) give the same bits: same logged losses and
   // norms, same train_loss.
@@ -120,7 +139,10 @@ TEST(TrainerHostSyncs, OnePerLoggedStepAndNoneOtherwise) {
   EXPECT_EQ(everyStep.trainingLoss, sparse.trainingLoss);
   EXPECT_TRUE(allRanks(everyStep.hostSyncsPerStep == one &&
                        sparse.hostSyncsPerStep == sparseWant &&
-                       user.hostSyncsPerStep == userWant && same));
+                       user.hostSyncsPerStep == userWant &&
+                       userDevice.hostSyncsPerStep == sparseWant &&
+                       jitEvery.hostSyncsPerStep == one && jitSparse.hostSyncsPerStep == one &&
+                       same));
 }
 
 // The model's tensors must be where the communicator runs its collectives: a clear

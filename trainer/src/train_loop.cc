@@ -185,8 +185,13 @@ TrainOutput TrainLoop::run() {
     const bool epochEnd = step.data.stepInEpoch + 1 == state.stepsPerEpoch;
     const bool evalNow = evalDue(step.data, epochEnd);
     if (logDue(epochEnd)) log(step);
+    const bool stop = stopAgreed(step);
     syncsPerStep_.push_back(syncsThisStep_);
     phases_.lap(PhaseClock::kBookkeeping);
+    if (stop) {
+      preempted = true;  // agreed in this step's all-reduce; the step is complete and saved
+      break;
+    }
     if (!evaluateAndSave(step.data, evalNow)) {
       preempted = true;  // the step itself is complete: it is what gets saved
       break;
@@ -248,13 +253,17 @@ bool TrainLoop::logDue(bool epochEnd) const {
   return control_.shouldLog;
 }
 
-void TrainLoop::log(const StepResult& step) {
+void TrainLoop::log(StepResult& step) {
   TrainerState& state = t_.state_;
-  // The step's one read: [norm^2, interval loss, run loss, interval items].
-  const at::Tensor host = readToHost(at::stack(
-      {step.reduced.select(0, 0), intervalLoss_, totalLoss_, intervalTokens_.to(at::kDouble)}));
+  // The step's one read: [norm^2, interval loss, run loss, interval items, stop requests].
+  const at::Tensor stops =
+      step.stats.select(0, static_cast<std::int64_t>(dist::StepStatsSlot::kStopRequested));
+  const at::Tensor host =
+      readToHost(at::stack({step.reduced.select(0, 0), intervalLoss_, totalLoss_,
+                            intervalTokens_.to(at::kDouble), stops.to(at::kDouble)}));
   const double* v = host.data_ptr<double>();
   state.totalLoss = v[2];
+  step.stopFlag = v[4] > 0;
   const double dt = std::max(1e-9, seconds(intervalStart_, TrainClock::now()));
   LogEntry e;
   e.step = state.globalStep;

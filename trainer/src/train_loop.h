@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "checkpointing.h"
@@ -75,6 +76,7 @@ struct StepResult {
   StepData data;              // micro-batches on the device
   at::Tensor stats;           // [kStepStatsSlots] int64, reduced: items, stop requests
   std::int64_t numItems = -1; // stats[items] on the host; -1 when not read
+  std::optional<bool> stopFlag;  // stats[stop requests] > 0, once read on the host
   double lr = 0.0;            // the learning rate this step uses
   at::Tensor localLoss;       // [] float64: this rank's sum of micro-batch losses
   at::Tensor reduced;         // [2] float64, reduced: squared grad norm, step loss
@@ -101,6 +103,9 @@ class TrainLoop {
   // COLLECTIVE. Loads the step's micro-batches and agrees on the item count and the stop
   // flag; false when the ranks agreed to stop (nothing of the step ran).
   bool fetch(StepResult& step);
+  // With enable_jit_checkpoint: whether the ranks agreed in this step's all-reduce to stop
+  // (after this step). Reads the flag unless fetch() or log() already did.
+  bool stopAgreed(StepResult& step);
   at::Tensor microLoss(const Batch& b, const StepResult& step);
   void forwardBackward(StepResult& step);
   // COLLECTIVE. Global gradient norm and step loss (one all-reduce), clipping.
@@ -109,7 +114,7 @@ class TrainLoop {
   // ---- bookkeeping units (train_loop.cc) ----
   void advance(const StepResult& step);  // state, interval counters, progress, onStepEnd
   bool logDue(bool epochEnd) const;
-  void log(const StepResult& step);
+  void log(StepResult& step);  // also reads the stop flag, in the same copy
   bool evalDue(const StepData& data, bool epochEnd) const;
   bool saveDue(bool epochEnd, bool improved) const;
   // COLLECTIVE. The eval/save cadence after a step; false when an evaluation was

@@ -45,20 +45,32 @@ bool TrainLoop::fetch(StepResult& step) {
                           at::kLong)
                    .to(run_.device);
   t_.comm_.allReduce(step.stats, dist::ReduceOp::kSum);
-  // The host needs the result only to stop (any rank may ask when JIT checkpoints are on) or
-  // for a user's computeLoss, which takes the count as a number: then this is the step's
-  // one read. Otherwise the count stays on the device (the default loss divides there).
-  if (t_.watcher_ || !t_.defaultLoss_) {
+  // The count stays on the device (the default loss divides there) unless a user's
+  // computeLoss takes it as a number: then it is read now, and the stop flag with it (a stop
+  // agreed here runs nothing of the step). Otherwise the flag is read after the step, in the
+  // log's copy when the step logs (stopAgreed()): a stop then takes effect one step later.
+  if (!t_.defaultLoss_) {
     const at::Tensor host = readToHost(step.stats);
     const std::int64_t* v = host.data_ptr<std::int64_t>();
     step.numItems = v[static_cast<std::size_t>(dist::StepStatsSlot::kNumItems)];
-    if (v[static_cast<std::size_t>(dist::StepStatsSlot::kStopRequested)] > 0) {
+    step.stopFlag = v[static_cast<std::size_t>(dist::StepStatsSlot::kStopRequested)] > 0;
+    if (*step.stopFlag) {
       phases_.lap(PhaseClock::kStepStats);
       return false;
     }
   }
   phases_.lap(PhaseClock::kStepStats);
   return true;
+}
+
+bool TrainLoop::stopAgreed(StepResult& step) {
+  if (!t_.watcher_) return false;
+  if (!step.stopFlag) {
+    const at::Tensor flag =
+        step.stats.select(0, static_cast<std::int64_t>(dist::StepStatsSlot::kStopRequested));
+    step.stopFlag = readToHost(flag).item<std::int64_t>() > 0;
+  }
+  return *step.stopFlag;
 }
 
 at::Tensor TrainLoop::microLoss(const Batch& b, const StepResult& step) {
@@ -71,8 +83,9 @@ at::Tensor TrainLoop::microLoss(const Batch& b, const StepResult& step) {
   }
   const ModelOutput out = t_.parts_.forward(b);
   if (!t_.defaultLoss_) return t_.parts_.computeLoss(out, b.labels, step.numItems);
-  // tokenMeanLoss with the global count as a device scalar: the same division.
   const at::Tensor items = step.stats.select(0, static_cast<std::int64_t>(dist::StepStatsSlot::kNumItems));
+  if (t_.parts_.computeLossOnDevice) return t_.parts_.computeLossOnDevice(out, b.labels, items);
+  // tokenMeanLoss with the global count as a device scalar: the same division.
   return tokenLossSum(out, b.labels, t_.parts_.shiftLabels) / items.clamp_min(1);
 }
 

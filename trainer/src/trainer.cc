@@ -73,6 +73,9 @@ Trainer::Trainer(TrainingArguments args, dist::Communicator& comm, TrainerParts 
         "neftune_noise_alpha is set but the model has no NoisyEmbedding "
         "(TrainerParts::neftuneEmbedding)");
   }
+  if (parts_.computeLoss && parts_.computeLossOnDevice) {
+    throw ConfigError("TrainerParts: set computeLoss or computeLossOnDevice, not both");
+  }
   defaultLoss_ = !parts_.computeLoss;
   if (!parts_.computeLoss) {
     const bool shift = parts_.shiftLabels;

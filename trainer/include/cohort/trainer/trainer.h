@@ -49,6 +49,12 @@ using ForwardFn = std::function<ModelOutput(const Batch&)>;
 // the step's loss. numItemsInBatch is GLOBAL (all ranks, all micro-batches of the step).
 using ComputeLossFn = std::function<at::Tensor(const ModelOutput&, const at::Tensor& labels,
                                                std::int64_t numItemsInBatch)>;
+// The same contract with the global item count as a 0-dim int64 tensor on the model's device
+// (as HF hands compute_loss_func a tensor num_items_in_batch): the step then never reads the
+// count on the host. A computeLoss taking the count as a number costs one device-to-host read
+// before each step's forward.
+using ComputeLossOnDeviceFn = std::function<at::Tensor(
+    const ModelOutput&, const at::Tensor& labels, const at::Tensor& numItemsInBatch)>;
 
 struct TrainerState {
   std::int64_t globalStep = 0;
@@ -104,6 +110,7 @@ struct TrainerParts {
   std::shared_ptr<const Dataset> evalDataset;  // optional
   Collator collator;                           // default: defaultCollate
   ComputeLossFn computeLoss;                   // default: token mean over the global count
+  ComputeLossOnDeviceFn computeLossOnDevice;   // instead of computeLoss (not both)
   // Causal LM: the model at position t predicts labels[t + 1] (HF shifts inside the model):
   // targets are labels[..., 1:], logits[..., :-1, :].
   bool shiftLabels = false;
@@ -139,9 +146,11 @@ struct TrainOutput {
   std::map<std::string, double> phaseSeconds;
   // Device-to-host reads the step loop made in each optimizer step of this call (index i:
   // the i-th step run), from fetching its data through logging it; evaluation and saves not
-  // included. The step itself works on device tensors: a step reads at most once, and not at
-  // all when it neither logs nor can stop (no enable_jit_checkpoint) with the default loss
-  // (a computeLoss needs the item count on the host: one read per step).
+  // included. The step itself works on device tensors: a step reads at most once (the log
+  // values and, with enable_jit_checkpoint, the ranks' agreed stop flag, in one copy), and
+  // not at all when it neither logs nor can stop, with the default loss or a
+  // computeLossOnDevice (a computeLoss taking the item count as a number reads it before the
+  // forward: one more read on a logged step).
   std::vector<std::int64_t> hostSyncsPerStep;
 };
 
@@ -190,7 +199,9 @@ class Trainer {
   // enable_jit_checkpoint: installed by the constructor, for the Trainer's lifetime.
   std::unique_ptr<PreemptionWatcher> watcher_;
   bool evalInterrupted_ = false;  // the last evaluate() stopped for a preemption
-  bool defaultLoss_ = false;      // computeLoss is tokenMeanLoss (the step divides on device)
+  // computeLoss is not the user's (tokenMeanLoss or computeLossOnDevice): the step divides by
+  // the item count on the device and never reads it on the host.
+  bool defaultLoss_ = false;
 };
 
 // The default loss: sum of token cross-entropies over targets != -100 divided by the global
