@@ -25,10 +25,13 @@
 //
 // Errors (ConfigError, message names the file): unreadable or missing file, wrong llm.c magic
 // or version, a file shorter than its header says or with a byte count that is not a whole
-// number of ids, a file with no complete window, an explicit dtype that the file contradicts.
+// number of ids, a file with no complete window; bad options (no files, seqLen <= 0, an
+// unknown dtype). An explicit "uint16"/"uint32" is trusted: an llm.c file read that way
+// shows its header as 512 (or 256) tokens.
 // Token ids >= vocabSize (when vocabSize > 0) are checked LAZILY, in get(), on each window as
 // it is read (a full scan of a multi-GiB file at start-up would cost minutes): the error
-// names the file and the token's index in it.
+// names the file, the token's index and its byte offset in the file. The error surfaces
+// from DataLoader::next() (worker threads pass it on), i.e. at the first step that reads it.
 //
 // Ownership and threads: the dataset owns its mappings (unmapped when the last shared_ptr
 // goes). get() is thread-safe (read-only mappings, no mutable state): data-loader worker
