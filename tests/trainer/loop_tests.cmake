@@ -9,3 +9,5 @@ add_test(NAME trainer.data_order
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/data_order_test.sh ${CMAKE_CXX_COMPILER} ${PROJECT_SOURCE_DIR}
           ${CMAKE_CURRENT_BINARY_DIR}/data_order)
 set_tests_properties(trainer.data_order PROPERTIES LABELS unit TIMEOUT 300 SKIP_RETURN_CODE 77)
+# The memory-mapped token dataset (issue 16 B).
+list(APPEND COHORT_TRAINER_TEST_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/token_dataset_test.cc)

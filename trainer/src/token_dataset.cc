@@ -215,7 +215,7 @@ TokenDataset::TokenDataset(const TokenDatasetOptions& o)
 
 Sample TokenDataset::get(std::int64_t index) const {
   if (index < 0 || index >= size()) {
-    throw ConfigError("token dataset: index " + std::to_string(index) + " out of range [0, " +
+    throw Error("token dataset: index " + std::to_string(index) + " out of range [0, " +
                       std::to_string(size()) + ")");
   }
   const auto it = std::upper_bound(starts_.begin(), starts_.end(), index);
@@ -227,7 +227,7 @@ Sample TokenDataset::get(std::int64_t index) const {
   const std::int64_t largest = file.copy(first, count, window.data_ptr<std::int64_t>());
   if (vocab_ > 0 && largest >= vocab_) {
     const std::int64_t bad = file.firstAtLeast(first, count, vocab_);
-    throw ConfigError("token file " + file.path() + ": token id " +
+    throw TokenDataError("token file " + file.path() + ": token id " +
                       std::to_string(window[bad - first].item<std::int64_t>()) + " at token index " +
                       std::to_string(bad) + " (byte offset " + std::to_string(file.byteOffset(bad)) +
                       ") is >= vocab_size " + std::to_string(vocab_));

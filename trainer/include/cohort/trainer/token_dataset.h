@@ -29,9 +29,11 @@
 // unknown dtype). An explicit "uint16"/"uint32" is trusted: an llm.c file read that way
 // shows its header as 512 (or 256) tokens.
 // Token ids >= vocabSize (when vocabSize > 0) are checked LAZILY, in get(), on each window as
-// it is read (a full scan of a multi-GiB file at start-up would cost minutes): the error
-// names the file, the token's index and its byte offset in the file. The error surfaces
-// from DataLoader::next() (worker threads pass it on), i.e. at the first step that reads it.
+// it is read (a full scan of a multi-GiB file at start-up would cost minutes): TokenDataError
+// naming the file, the token's index and its byte offset in the file. It surfaces from
+// DataLoader::next() (worker threads pass it on), at the first step that reads the window,
+// on the rank that reads it only: hence not a ConfigError, which reportFatalError() leaves
+// to rank 0 to print (exit 1 with "error (rank N): token file ...").
 //
 // Ownership and threads: the dataset owns its mappings (unmapped when the last shared_ptr
 // goes). get() is thread-safe (read-only mappings, no mutable state): data-loader worker
@@ -44,9 +46,16 @@
 #include <string>
 #include <vector>
 
+#include "cohort/core/error.h"
 #include "cohort/trainer/data.h"
 
 namespace cohort::trainer {
+
+// Bad token data found while reading a window (see above). Only the reading rank has it.
+class TokenDataError : public Error {
+ public:
+  using Error::Error;
+};
 
 struct TokenDatasetOptions {
   std::vector<std::string> files;  // read in this order; at least one
