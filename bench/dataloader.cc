@@ -40,14 +40,22 @@ Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--file") o.file = v;
-    else if (k == "--make-file") o.makeFile = v;
-    else if (k == "--dump-order") o.dumpOrder = v;
-    else if (k == "--tokens") o.tokens = std::stoll(v);
-    else if (k == "--seq") o.seq = std::stoll(v);
-    else if (k == "--batch") o.batch = std::stoll(v);
-    else if (k == "--samples") o.samples = std::stoll(v);
-    else if (k == "--repeats") o.repeats = std::stoi(v);
+    if (k == "--file")
+      o.file = v;
+    else if (k == "--make-file")
+      o.makeFile = v;
+    else if (k == "--dump-order")
+      o.dumpOrder = v;
+    else if (k == "--tokens")
+      o.tokens = std::stoll(v);
+    else if (k == "--seq")
+      o.seq = std::stoll(v);
+    else if (k == "--batch")
+      o.batch = std::stoll(v);
+    else if (k == "--samples")
+      o.samples = std::stoll(v);
+    else if (k == "--repeats")
+      o.repeats = std::stoi(v);
     else if (k == "--workers") {
       o.workers.clear();
       std::stringstream ss(v);
@@ -67,7 +75,8 @@ int makeFile(const Options& o) {
   std::ofstream out(o.makeFile, std::ios::binary);
   for (std::int64_t left = o.tokens; left > 0;) {
     const std::int64_t n = std::min<std::int64_t>(left, static_cast<std::int64_t>(chunk.size()));
-    for (std::int64_t i = 0; i < n; ++i) chunk[static_cast<std::size_t>(i)] = static_cast<std::uint16_t>(id(gen));
+    for (std::int64_t i = 0; i < n; ++i)
+      chunk[static_cast<std::size_t>(i)] = static_cast<std::uint16_t>(id(gen));
     out.write(reinterpret_cast<const char*>(chunk.data()), n * 2);
     left -= n;
   }
@@ -107,7 +116,8 @@ int main(int argc, char** argv) {
       // The windows the timed steps read: steps 1 .. steps of epoch 0 (step 0 is the warm-up).
       const auto order = plan.epochOrder(0);
       std::ofstream out(o.dumpOrder);
-      for (std::int64_t i = o.batch; i < (steps + 1) * o.batch; ++i) out << order[static_cast<std::size_t>(i)] << '\n';
+      for (std::int64_t i = o.batch; i < (steps + 1) * o.batch; ++i)
+        out << order[static_cast<std::size_t>(i)] << '\n';
       return 0;
     }
     for (int r = 0; r < o.repeats; ++r) {
@@ -116,8 +126,8 @@ int main(int argc, char** argv) {
       for (int w : ws) {
         std::int64_t checksum = 0;
         const double rate = measure(data, plan, w, steps, checksum);
-        std::printf("RATE cohort %d %.1f %lld %lld\n", w, rate, static_cast<long long>(steps * o.batch),
-                    static_cast<long long>(checksum));
+        std::printf("RATE cohort %d %.1f %lld %lld\n", w, rate,
+                    static_cast<long long>(steps * o.batch), static_cast<long long>(checksum));
         std::fflush(stdout);
       }
     }

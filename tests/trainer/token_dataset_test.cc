@@ -3,6 +3,8 @@
 // vocabulary as read, a 4 GiB file iterated in little memory, and resume at another world
 // size through GlobalBatchPlan + DataLoader. (The Trainer-level resume across mpirun
 // launches is token_resume_test.sh.)
+#include "cohort/trainer/token_dataset.h"
+
 #include <ATen/ATen.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -18,7 +20,6 @@
 #include <vector>
 
 #include "cohort/trainer/data.h"
-#include "cohort/trainer/token_dataset.h"
 
 namespace cohort::test {
 namespace {
@@ -37,7 +38,8 @@ class UnitTokenFiles : public ::testing::Test {
 
   std::string write(const std::string& name, const void* data, std::size_t bytes) {
     const std::string path = (dir_ / name).string();
-    std::ofstream(path, std::ios::binary).write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
+    std::ofstream(path, std::ios::binary)
+        .write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
     return path;
   }
   template <typename T>
@@ -60,7 +62,8 @@ class UnitTokenFiles : public ::testing::Test {
 
 std::vector<std::int64_t> values(const at::Tensor& t) {
   const at::Tensor c = t.contiguous();
-  return std::vector<std::int64_t>(c.data_ptr<std::int64_t>(), c.data_ptr<std::int64_t>() + c.numel());
+  return std::vector<std::int64_t>(c.data_ptr<std::int64_t>(),
+                                   c.data_ptr<std::int64_t>() + c.numel());
 }
 
 std::vector<std::int64_t> iota(std::int64_t from, std::int64_t n) {
@@ -167,9 +170,17 @@ TEST_F(UnitTokenFiles, BadFilesAreConfigErrorsNamingTheFile) {
   const std::string msg = errorOf<ConfigError>([&] { openTokenDataset({{good, truncated}, 8}); });
   EXPECT_NE(msg.find(truncated), std::string::npos) << msg;
   // Bad options.
-  EXPECT_NE(errorOf<ConfigError>([&] { openTokenDataset({{good}, 0}); }).find("seq_len"), std::string::npos);
-  EXPECT_NE(errorOf<ConfigError>([&] { openTokenDataset({{}, 8}); }).find("no files"), std::string::npos);
-  EXPECT_NE(errorOf<ConfigError>([&] { openTokenDataset({{good}, 8, 0, "int8"}); }).find("dtype"),
+  EXPECT_NE(errorOf<ConfigError>([&] {
+              openTokenDataset({{good}, 0});
+            }).find("seq_len"),
+            std::string::npos);
+  EXPECT_NE(errorOf<ConfigError>([&] {
+              openTokenDataset({{}, 8});
+            }).find("no files"),
+            std::string::npos);
+  EXPECT_NE(errorOf<ConfigError>([&] {
+              openTokenDataset({{good}, 8, 0, "int8"});
+            }).find("dtype"),
             std::string::npos);
 }
 
@@ -190,7 +201,8 @@ TEST_F(UnitTokenFiles, TokenAtOrAboveVocabRejectedWhenItsWindowIsRead) {
   // reads window 4; a worker may report it before step 0 is taken).
   GlobalBatchPlan plan(d->size(), 4, 1, 1, false, 0, false);
   DataLoader loader(d, nullptr, plan, 0, 2, 2, false);
-  EXPECT_NE(errorOf<TokenDataError>([&] { loader.next(), loader.next(); }).find(f), std::string::npos);
+  EXPECT_NE(errorOf<TokenDataError>([&] { loader.next(), loader.next(); }).find(f),
+            std::string::npos);
 }
 
 TEST_F(UnitTokenFiles, SeveralFilesInOrderWindowsDoNotStraddle) {
@@ -230,7 +242,9 @@ double mappedRssMiB(const std::string& path) {
   double kib = 0;
   while (std::getline(in, line)) {
     const bool header = !line.empty() && line.find(':') > line.find(' ');  // "addr-addr perms ..."
-    if (header) inFile = line.size() >= path.size() && line.compare(line.size() - path.size(), path.size(), path) == 0;
+    if (header)
+      inFile = line.size() >= path.size() &&
+               line.compare(line.size() - path.size(), path.size(), path) == 0;
     if (inFile && line.rfind("Rss:", 0) == 0) kib += std::stod(line.substr(4));
   }
   return kib / 1024.0;
@@ -252,8 +266,8 @@ TEST_F(UnitTokenFiles, FourGiBFileIteratedInLittleMemory) {
   const int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_TRUNC, 0600);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(::ftruncate(fd, bytes), 0);
-  const std::vector<std::int64_t> marked = {0, 1, (std::int64_t{1} << 20) + 3, (std::int64_t{1} << 21) + 1,
-                                            windows - 1};
+  const std::vector<std::int64_t> marked = {0, 1, (std::int64_t{1} << 20) + 3,
+                                            (std::int64_t{1} << 21) + 1, windows - 1};
   for (std::int64_t w : marked) {
     const std::uint16_t m[2] = {static_cast<std::uint16_t>(w % 60000 + 1), 7};
     ASSERT_EQ(::pwrite(fd, m, sizeof(m), w * T * 2), static_cast<ssize_t>(sizeof(m)));
@@ -284,7 +298,8 @@ TEST_F(UnitTokenFiles, FourGiBFileIteratedInLittleMemory) {
   EXPECT_LE(nonzero, 2 * static_cast<std::int64_t>(marked.size()));  // the rest is the hole
   RecordProperty("rss_before_mib", std::to_string(before));
   RecordProperty("rss_peak_mib", std::to_string(peak));
-  std::printf("4 GiB token file: VmRSS %.1f MiB before, peak %.1f MiB while iterating\n", before, peak);
+  std::printf("4 GiB token file: VmRSS %.1f MiB before, peak %.1f MiB while iterating\n", before,
+              peak);
   const double fileRss = mappedRssMiB(path);
   std::printf("4 GiB token file: %.1f MiB of it resident after 2048 windows\n", fileRss);
   EXPECT_GT(fileRss, 0.0);  // the smaps lookup found the mapping
@@ -322,8 +337,9 @@ TEST_F(UnitTokenFiles, ResumeAtAnotherWorldSizeContinuesTheSameWindows) {
   DataLoader resumed(d, nullptr, one, 0, 2, 2, true);
   resumed.seek(0, 3);  // after 3 steps of epoch 0
   std::multiset<std::int64_t> epoch0;
-  for (int step = 0; step < 6; ++step) epoch0.insert(ref[static_cast<std::size_t>(step)].begin(),
-                                                     ref[static_cast<std::size_t>(step)].end());
+  for (int step = 0; step < 6; ++step)
+    epoch0.insert(ref[static_cast<std::size_t>(step)].begin(),
+                  ref[static_cast<std::size_t>(step)].end());
   const std::vector<std::int64_t> all = iota(0, 23);
   EXPECT_EQ(epoch0, std::multiset<std::int64_t>(all.begin(), all.end()));  // each window once
   for (int step = 3; step < 10; ++step) {

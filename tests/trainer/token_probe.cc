@@ -42,11 +42,13 @@ struct Recorder : ct::TrainerCallback {
   }
 };
 
-ct::TokenDatasetOptions parseOptions(const std::vector<std::string>& positional, std::string& record) {
+ct::TokenDatasetOptions parseOptions(const std::vector<std::string>& positional,
+                                     std::string& record) {
   ct::TokenDatasetOptions o;
   for (const auto& p : positional) {
     const std::size_t eq = p.find('=');
-    const std::string key = p.substr(0, eq), value = eq == std::string::npos ? "" : p.substr(eq + 1);
+    const std::string key = p.substr(0, eq),
+                      value = eq == std::string::npos ? "" : p.substr(eq + 1);
     if (key == "files") {
       std::stringstream ss(value);
       for (std::string f; std::getline(ss, f, ',');) o.files.push_back(f);
@@ -91,8 +93,10 @@ int main(int argc, char** argv) {
     ct::TrainerParts parts;
     parts.model = table;
     parts.forward = [table, recorder, T = opt.seqLen](const ct::Batch& b) {
-      for (std::int64_t i = 0; i < b.size; ++i) recorder->pending.push_back(b.input[i][0].item<std::int64_t>());
-      return ct::ModelOutput{table->logits.index_select(0, b.input.reshape({-1})).view({b.size, T, -1}), {}};
+      for (std::int64_t i = 0; i < b.size; ++i)
+        recorder->pending.push_back(b.input[i][0].item<std::int64_t>());
+      return ct::ModelOutput{
+          table->logits.index_select(0, b.input.reshape({-1})).view({b.size, T, -1}), {}};
     };
     parts.trainDataset = data;
     parts.shiftLabels = true;
@@ -100,8 +104,9 @@ int main(int argc, char** argv) {
     ct::Trainer trainer(cl.args, *comm, parts);
     const ct::TrainOutput out = trainer.train();
     if (rank == 0) {
-      std::printf("OK steps %lld, %lld windows, loss %.6f\n", static_cast<long long>(out.globalStep),
-                  static_cast<long long>(data->size()), out.trainingLoss);
+      std::printf("OK steps %lld, %lld windows, loss %.6f\n",
+                  static_cast<long long>(out.globalStep), static_cast<long long>(data->size()),
+                  out.trainingLoss);
     }
     return 0;
   } catch (const std::exception& e) {
