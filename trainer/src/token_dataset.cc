@@ -238,8 +238,11 @@ Sample TokenDataset::get(std::int64_t index) const {
                          std::to_string(file.byteOffset(bad)) + ") is >= vocab_size " +
                          std::to_string(vocab_));
   }
-  if (!nextToken_) return Sample{window, window};
-  return Sample{window.slice(0, 0, seqLen_), window.slice(0, 1, seqLen_ + 1)};
+  // Member-wise, not Sample{a, b}: Sample may gain fields (named tensors).
+  Sample sample;
+  sample.input = nextToken_ ? window.slice(0, 0, seqLen_) : window;
+  sample.labels = nextToken_ ? window.slice(0, 1, seqLen_ + 1) : window;
+  return sample;
 }
 
 }  // namespace

@@ -10,13 +10,15 @@
 //                       (Llama 3). The file size must be exactly 1024 + count x id size.
 //   "auto"              "llmc" when the first int32 is one of llm.c's magics, else
 //                       "uint16" (nanoGPT's default).
+// dtype applies to every file of one dataset; "auto" decides file by file.
 //
 // Windows (HF causal-LM convention, as `group_texts` in HF's run_clm.py): each file is cut
 // into non-overlapping windows of seqLen tokens, window w = tokens[w*T, (w+1)*T); a file's
 // tail shorter than T is dropped and windows never straddle files (a document boundary in
 // one file does not run into the next file). The sample is input = labels = the window as
-// int64 [T]; the MODEL shifts: train with TrainerParts::shiftLabels = true (position t
-// predicts labels[t + 1]), as HF models do internally. nextTokenLabels = true gives
+// int64 [T] (one tensor, not copied); the MODEL shifts: train with
+// TrainerParts::shiftLabels = true (position t predicts labels[t + 1]), as HF models do
+// internally. nextTokenLabels = true gives
 // nanoGPT/llm.c's pre-shifted pairs instead: T + 1 tokens per window read at stride T,
 // input = tokens[w*T, w*T+T), labels = tokens[w*T+1, w*T+T+1) (train with
 // shiftLabels = false); then a file holds floor((n - 1) / T) windows.
