@@ -1,6 +1,7 @@
 # Sources of the trainer's loop area: data loading, schedules, NEFTune, the Trainer.
 list(APPEND COHORT_TRAINER_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/src/data.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/token_dataset.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/neftune.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/preemption.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/schedule.cc
