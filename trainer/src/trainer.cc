@@ -146,11 +146,15 @@ TrainOutput Trainer::train() {
   const TrainingState& ts = run.ts;
   const GlobalBatchPlan& plan = run.plan;
   const bool withOptimizer = run.withOptimizer;
+  // Before anything reads or writes output_dir: is it one directory, or one per node?
+  run.storage = checkOutputStorage(args_, *run.consensus);
+  checkpointer.setNodeLocal(run.storage.viewOf);
   DataPosition next;
   if (resumeKind(args_) != ResumeKind::kNone) {
-    next = resumeRun(args_, state_, ts, *run.consensus, checkpointer, plan, withOptimizer);
+    next = resumeRun(args_, state_, ts, *run.consensus, run.storage, checkpointer, plan,
+                     withOptimizer);
   } else {
-    startFresh(args_, *run.consensus);
+    startFresh(args_, *run.consensus, run.storage);
   }
   run.loader.seek(next.epoch, next.stepInEpoch);
   const double alpha = args_.has_neftune_noise_alpha() ? args_.neftune_noise_alpha() : 0.0;
