@@ -248,6 +248,60 @@ testElastic() {
   echo "ok   lost host h1 at step 13: restart 1 ran on h0 (2 ranks x 2 accumulation) from checkpoint-10; parameters and losses equal the uninterrupted 4-rank run"
 }
 
+# Node-local output directories: each host sees its own $work/out (netns_agent.sh bind-mounts
+# $work/out.hK over it in a private mount namespace, COHORT_MH_NODE_LOCAL).
+#   1. without save_on_each_node the run stops at start-up (no step trained) with an error
+#      naming both hosts;
+#   2. with it, each host's directory holds a manifest and only its own ranks' shards, both
+#      verify with `cohort ckpt verify`;
+#   3. a run stopped after step 6 and resumed on the same hosts ends equal to the
+#      uninterrupted run of 2. (1e-10, parameters and every logged loss).
+testNodeLocal() {
+  local out=$work/out rc h s
+  export COHORT_MH_NODE_LOCAL=$out
+  mkdir -p "$out" "$out.h0" "$out.h1"
+  local args=(--max_steps=12 --save_steps=6)
+  nodeLocalRun() {  # nodeLocalRun NAME ARGS...: a run whose output_dir is node-local
+    local name=$1
+    shift
+    "$cohort" run -H h0:2,h1:2 --run-dir "$work/$name.runs" -- "$probe" "${common[@]}" \
+      --output_dir="$out" "${args[@]}" "$@" > "$work/$name.log" 2>&1
+  }
+  nodeLocalRun refused
+  rc=$?
+  ((rc == 2)) || { tail -20 refused.log; fail "node-local output_dir without save_on_each_node: exit $rc, not 2"; }
+  grep -q "output_dir $out is not the same directory on every host: h0 (ranks 0-1) and h1 (ranks 2-3) each see a different one" refused.log ||
+    { grep -i "error" refused.log | head -5; fail "no error naming the hosts whose output_dir differs"; }
+  grep -q "step 1/" refused.log && fail "the run trained before it noticed the node-local output_dir"
+  ls -A "$out.h0" "$out.h1" | grep -q "checkpoint\|cohort-storage" && fail "the refused run left files in output_dir"
+
+  nodeLocalRun full --save_on_each_node=true --probe-out="$work/full.txt" ||
+    { tail -30 full.log; fail "save_on_each_node run exited $?"; }
+  for h in h0 h1; do
+    "$cohort" ckpt verify "$out.$h/checkpoint-12" > "$work/verify-$h.txt" 2>&1 ||
+      { cat "$work/verify-$h.txt"; fail "$h's checkpoint-12 does not verify with $h's view"; }
+  done
+  for s in 0 1 2 3; do
+    h=h$((s / 2))
+    test -f "$out.$h/checkpoint-12/shard-0000$s-of-00004.h5" || fail "shard $s is not on $h"
+    test -e "$out.h$((1 - s / 2))/checkpoint-12/shard-0000$s-of-00004.h5" && fail "shard $s is on both hosts"
+  done
+  nodeLocalRun stopped --save_on_each_node=true --overwrite_output_dir=true --probe-stop-at=6 ||
+    { tail -30 stopped.log; fail "save_on_each_node run stopped at step 6 exited $?"; }
+  for h in h0 h1; do
+    test -e "$out.$h/checkpoint-12" && fail "overwrite_output_dir left $h's checkpoint-12"
+    test -f "$out.$h/checkpoint-6/manifest.pb" || fail "no checkpoint-6 manifest on $h"
+  done
+  nodeLocalRun resumed --save_on_each_node=true --resume_from_checkpoint=true \
+    --probe-out="$work/resumed.txt" || { tail -30 resumed.log; fail "resume on the same hosts exited $?"; }
+  grep -q "resumed from $out/checkpoint-6 at step 6" resumed.log || { grep resume resumed.log; fail "did not resume from checkpoint-6"; }
+  python3 "$compare" "$work/full.txt" "$work/resumed.txt" ||
+    fail "the resumed save_on_each_node run differs from the uninterrupted one"
+  unset COHORT_MH_NODE_LOCAL
+  echo "ok   node-local output_dir: refused at start-up without save_on_each_node; with it each host holds its 2 shards + a manifest that verify; stop at 6 + resume equals the uninterrupted run"
+  echo "     $(grep -m1 "not the same directory" refused.log | cut -c1-300)"
+}
+
 # Through the local Slurm, one slurmd per host: tests/slurm/slurm-local runs slurmd n1 in
 # h0's namespace and n2 in h1's (SLURM_LOCAL_NETNS; hostnames n1, n2), slurmctld on the
 # bridge address. An sbatch job of 2 nodes x 2 tasks runs `cohort run` (srun inside the
