@@ -3,7 +3,7 @@
 // ROW line per size and variant (the median over repetitions), then CROW lines for 1 and
 // 16 MiB with one CPU-bound thread per rank competing for its core; scripts/bench aggregates
 // several launches.
-//   usage: mpirun -np N bench_allreduce [--max-mib 256] [--reps 6]
+//   usage: mpirun -np N bench_allreduce [--min-kib 4] [--max-mib 256] [--reps 6]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <mpi.h>
@@ -76,16 +76,18 @@ struct Variants {
 int main(int argc, char** argv) {
   at::set_num_threads(1);
   auto rt = cohort::dist::init(&argc, &argv);
-  int maxMib = 256, reps = 6;
+  int maxMib = 256, reps = 6, minKib = 4;
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--max-mib") == 0) maxMib = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--min-kib") == 0) minKib = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--reps") == 0) reps = std::atoi(argv[i + 1]);
   }
   cohort::dist::DeviceChoice cpu;
   auto comm = cohort::dist::makeCommunicator(*rt, cpu);
   const int n = rt->worldSize();
   const double busFactor = n > 1 ? 2.0 * (n - 1) / n : 1.0;
-  for (std::size_t bytes = 4096; bytes <= static_cast<std::size_t>(maxMib) << 20; bytes *= 4) {
+  for (std::size_t bytes = static_cast<std::size_t>(minKib) << 10;
+       bytes <= static_cast<std::size_t>(maxMib) << 20; bytes *= 4) {
     const int64_t count = static_cast<int64_t>(bytes / 4);
     // Both variants reduce the same buffer: on this VM the speed of memory differs between
     // buffers (and over time) by up to ~10x, so separate buffers would compare memory too.

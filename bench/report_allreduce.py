@@ -11,6 +11,7 @@ from collections import defaultdict
 
 busbw = defaultdict(list)
 contended = defaultdict(list)  # CROW: one CPU-bound thread per rank competes for its core
+cross = defaultdict(list)  # XROW: 2 hosts x 1 rank, TCP over veth (allreduce_cross_host.sh)
 world = None
 with open(sys.argv[1]) as f:
     for line in f:
@@ -19,6 +20,8 @@ with open(sys.argv[1]) as f:
             busbw[(int(parts[1]), parts[2])].append(float(parts[4]))
         elif parts[:1] == ["CROW"]:
             contended[(int(parts[1]), parts[2])].append(float(parts[4]))
+        elif parts[:1] == ["XROW"]:
+            cross[(int(parts[1]), parts[2])].append(float(parts[4]))
         elif parts[:1] == ["WORLD"]:
             world = int(parts[1])
 
@@ -61,6 +64,16 @@ if csizes:
         cratios[s] = launch_ratio(contended, s)
         print(f"{fmt(s):>9} | cohort busbw {c:6.2f} GB/s | mpi busbw {m:6.2f} GB/s | "
               f"ratio (per launch, median) {cratios[s]:.2f}")
+xsizes = sorted({s for s, _ in cross})
+xratios = {}
+if xsizes:
+    print(f"cross-host: 2 hosts x 1 rank, TCP over veth, median of {len(cross[(xsizes[0], 'mpi')])} launches")
+    for s in xsizes:
+        c = statistics.median(cross[(s, "cohort")])
+        m = statistics.median(cross[(s, "mpi")])
+        xratios[s] = launch_ratio(cross, s)
+        print(f"{fmt(s):>9} | cohort busbw {c:6.3f} GB/s | mpi busbw {m:6.3f} GB/s | "
+              f"ratio (per launch, median) {xratios[s]:.2f}")
 result = {
     "busbw_ratio_min_ge_1MiB": round(min(ratios[s] for s in big), 3),
     "busbw_256MiB_over_16MiB": round(med[max(sizes)] / med[16 << 20], 3) if (16 << 20) in med else None,
@@ -71,4 +84,7 @@ result = {
 }
 for s in csizes:
     result[f"contended_ratio_{s >> 20}MiB"] = round(cratios[s], 3)
+if xsizes:
+    result["cross_host_ratio_min_ge_1MiB"] = round(min(xratios[s] for s in xsizes if s >= 1 << 20), 3)
+    result["cross_host_mpi_busbw_16MiB_GBps"] = round(statistics.median(cross[(16 << 20, "mpi")]), 3) if (16 << 20, "mpi") in cross else None
 print("BENCH " + json.dumps(result))

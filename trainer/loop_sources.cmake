@@ -6,6 +6,7 @@ list(APPEND COHORT_TRAINER_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/src/preemption.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/schedule.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/checkpointing.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/output_storage.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/resume.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/save_policy.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/trainer.cc

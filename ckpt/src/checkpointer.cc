@@ -181,12 +181,30 @@ Checkpointer::~Checkpointer() {
   }
 }
 
+void Checkpointer::setNodeLocal(std::vector<int> nodeOf) {
+  if (!nodeOf.empty() && static_cast<int>(nodeOf.size()) != consensus_.size()) {
+    throw CheckpointError("setNodeLocal: " + std::to_string(nodeOf.size()) + " entries for " +
+                          std::to_string(consensus_.size()) + " ranks");
+  }
+  nodeOf_ = std::move(nodeOf);
+}
+
+bool Checkpointer::writesDirectory() const {
+  const int rank = consensus_.rank();
+  if (nodeOf_.empty()) return rank == 0;
+  for (int r = 0; r < rank; ++r) {
+    if (nodeOf_[static_cast<std::size_t>(r)] == nodeOf_[static_cast<std::size_t>(rank)])
+      return false;
+  }
+  return true;
+}
+
 SaveResult Checkpointer::saveNow(const std::string& dir, const std::vector<SavePiece>& pieces,
                                  Manifest header, ChunkBytes* bytes) {
   const int rank = consensus_.rank(), world = consensus_.size();
   const auto t0 = std::chrono::steady_clock::now();
   std::string err;
-  if (rank == 0) {
+  if (writesDirectory()) {
     try {
       // A previous attempt at this step (failed, or killed mid-save) is replaced: the
       // sentinel goes in first, so the directory is never mistaken for a valid one.
@@ -259,10 +277,14 @@ SaveResult Checkpointer::saveNow(const std::string& dir, const std::vector<SaveP
   }
 
   err.clear();
-  if (rank == 0) {
+  if (writesDirectory()) {
     try {
       Manifest m = assembleManifest(std::move(header), reports, options_.checksumBlockBytes,
                                     "the manifest being written for " + dir);
+      for (int r = 0; r < world && !nodeOf_.empty(); ++r) {  // this view's shards
+        if (nodeOf_[static_cast<std::size_t>(r)] == nodeOf_[static_cast<std::size_t>(rank)])
+          m.add_local_shards(static_cast<std::uint32_t>(r));
+      }
       m.set_save_seconds(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       writeManifest(dir, m);
@@ -345,6 +367,15 @@ Manifest Checkpointer::loadManifest(const std::string& dir) {
     if (fs::exists(fs::path(dir) / kSentinelName)) {
       throw CheckpointCorrupt("checkpoint " + dir + " is incomplete (" + kSentinelName +
                               " present)");
+    }
+    const int rank = consensus_.rank();
+    if (m.local_shards_size() > 0 &&
+        (m.world_size() != consensus_.size() || !shardIsHere(m, rank))) {
+      throw CheckpointCorrupt(
+          "checkpoint " + dir + " was saved on each node by " + std::to_string(m.world_size()) +
+          " ranks and this node's copy holds " + localShardsNote(m) + ", not rank " +
+          std::to_string(rank) + "'s of " + std::to_string(consensus_.size()) +
+          ": resume it with the same ranks on the same hosts");
     }
   } catch (const std::exception& e) {
     err = e.what();

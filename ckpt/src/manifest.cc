@@ -46,6 +46,27 @@ std::string shardFileName(int rank, int worldSize) {
   return buf;
 }
 
+bool shardIsHere(const Manifest& manifest, int s) {
+  if (manifest.local_shards_size() == 0) return true;
+  const auto& here = manifest.local_shards();
+  return std::binary_search(here.begin(), here.end(), static_cast<std::uint32_t>(s));
+}
+
+std::string localShardsNote(const Manifest& m) {
+  if (m.local_shards_size() == 0) return "";
+  std::string out;
+  const auto& here = m.local_shards();
+  for (int i = 0; i < here.size();) {  // runs of consecutive shards as a-b
+    int j = i;
+    while (j + 1 < here.size() && here[j + 1] == here[j] + 1) ++j;
+    out += (i ? "," : "") + std::to_string(here[i]);
+    if (j > i) out += "-" + std::to_string(here[j]);
+    i = j + 1;
+  }
+  return std::string(here.size() > 1 ? "shards " : "shard ") + out + " of " +
+         std::to_string(m.shards_size()) + " here (save_on_each_node)";
+}
+
 std::string checkpointDir(const std::string& outputDir, std::int64_t step) {
   return (fs::path(outputDir) / (kCheckpointPrefix + std::to_string(step))).string();
 }
@@ -222,6 +243,11 @@ void checkManifest(const Manifest& m, const std::string& where) {
       bad("shard " + std::to_string(s) + " is named '" + m.shards(s) + "', not '" +
           shardFileName(s, m.world_size()) + "'");
     }
+  }
+  for (int i = 0; i < m.local_shards_size(); ++i) {
+    if (m.local_shards(i) >= static_cast<std::uint32_t>(m.shards_size()) ||
+        (i > 0 && m.local_shards(i) <= m.local_shards(i - 1)))
+      bad("local_shards must be increasing shard indices");
   }
   if (version >= 2) {
     if (m.shard_bytes_size() != m.shards_size() || m.shard_crc32c_size() != m.shards_size())
@@ -418,6 +444,7 @@ CheckpointInfo inspectCheckpoint(const std::string& dir, bool verifyChecksums) {
       for (const Chunk& c : t.chunks()) byShard[c.shard()].emplace_back(&c, &t.dtype());
     }
     for (int s = 0; s < m.shards_size(); ++s) {
+      if (!shardIsHere(m, s)) continue;  // on another node's disk (save_on_each_node)
       ShardReader reader((fs::path(dir) / m.shards(s)).string(), m.checksum_block_bytes());
       const bool v2 = m.format_version() >= 2;
       if (v2 && reader.fileBytes() != m.shard_bytes(s)) {

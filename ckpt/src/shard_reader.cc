@@ -204,6 +204,14 @@ void RangeReader::read(const TensorEntry& entry, std::int64_t from, std::int64_t
     if (lo >= hi) continue;
     auto& reader = readers_[c.shard()];
     if (!reader) {
+      if (!shardIsHere(manifest_, static_cast<int>(c.shard()))) {
+        throw CheckpointCorrupt(
+            dir_ + ": tensor " + entry.name() + " needs " +
+            manifest_.shards(static_cast<int>(c.shard())) +
+            ", which is on another node's disk (this directory holds " +
+            localShardsNote(manifest_) +
+            "): a checkpoint saved on each node resumes with the same ranks on the same hosts");
+      }
       reader =
           std::make_unique<ShardReader>(dir_ + "/" + manifest_.shards(static_cast<int>(c.shard())),
                                         manifest_.checksum_block_bytes());

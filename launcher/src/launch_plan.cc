@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <numeric>
 #include <set>
 
 #include "rank_output.h"
@@ -209,11 +210,22 @@ LaunchPlan makePlan(const RunOptions& opts, const EnvMap& env) {
 }
 
 LaunchPlan dropLastNode(const LaunchPlan& plan) {
+  if (plan.ranksPerNode.size() <= 1) return plan;
+  return dropNodes(plan, {static_cast<int>(plan.ranksPerNode.size()) - 1});
+}
+
+LaunchPlan dropNodes(const LaunchPlan& plan, const std::vector<int>& gone) {
   LaunchPlan smaller = plan;
-  if (smaller.ranksPerNode.size() <= 1) return smaller;
-  smaller.np -= smaller.ranksPerNode.back();
-  smaller.ranksPerNode.pop_back();
-  if (!smaller.hosts.empty()) smaller.hosts.pop_back();
+  smaller.ranksPerNode.clear();
+  smaller.hosts.clear();
+  for (int n = 0; n < static_cast<int>(plan.ranksPerNode.size()); ++n) {
+    if (std::find(gone.begin(), gone.end(), n) != gone.end()) continue;
+    smaller.ranksPerNode.push_back(plan.ranksPerNode[static_cast<std::size_t>(n)]);
+    if (!plan.hosts.empty()) smaller.hosts.push_back(plan.hosts[static_cast<std::size_t>(n)]);
+  }
+  if (smaller.ranksPerNode.empty()) return plan;
+  smaller.np = std::accumulate(smaller.ranksPerNode.begin(), smaller.ranksPerNode.end(), 0);
+  if (smaller.np != plan.np && smaller.launchedNp == 0) smaller.launchedNp = plan.np;
   planBinding(&smaller);
   return smaller;
 }
@@ -230,6 +242,9 @@ JobCommand buildCommand(const LaunchPlan& plan, const RunOptions& opts, const En
       {kEnvRankOutput, opts.rankOutput},
       {kEnvHoldSignals, opts.holdSignals ? "1" : "0"},
   };
+  if (plan.launchedNp > 0 && plan.launchedNp != plan.np) {
+    cmd.setEnv.emplace_back(kEnvElasticWorldSize, std::to_string(plan.launchedNp));
+  }
   // Rank 0's output reaches the console untouched: when that is a terminal, its progress
   // bar may redraw in place (the program itself only sees mpirun's pipe or pty).
   if (plan.consoleIsTerminal && !lookup(env, "COHORT_PROGRESS_BAR")) {

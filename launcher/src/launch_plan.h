@@ -20,6 +20,9 @@ inline constexpr const char* kEnvMaxRestarts = "COHORT_MAX_RESTARTS";
 inline constexpr const char* kEnvNodeLayout = "COHORT_NODE_LAYOUT";
 inline constexpr const char* kEnvCoresPerRank = "COHORT_CORES_PER_RANK";
 inline constexpr const char* kEnvHoldSignals = "COHORT_HOLD_SIGNALS";
+// Set only when a --min-np restart runs on fewer ranks than the job was launched with: that
+// original number (the Trainer keeps the global batch with more accumulation).
+inline constexpr const char* kEnvElasticWorldSize = "COHORT_ELASTIC_WORLD_SIZE";
 
 struct LaunchPlan {
   Backend backend = Backend::kMpirun;  // never kAuto once planned
@@ -33,6 +36,7 @@ struct LaunchPlan {
   bool oversubscribe = false;      // more ranks than cores on some node
   bool runAsRoot = false;          // add mpirun's --allow-run-as-root
   bool consoleIsTerminal = false;  // `cohort run`'s stdout is a terminal (progress bar in place)
+  int launchedNp = 0;              // np of the first attempt, once nodes were dropped; else 0
 };
 
 // Decides the backend, the rank layout and the binding. Throws UsageError for input that
@@ -41,6 +45,9 @@ LaunchPlan makePlan(const RunOptions& opts, const EnvMap& env);
 
 // The plan with its last node removed (for --min-np restarts); np shrinks accordingly.
 LaunchPlan dropLastNode(const LaunchPlan& plan);
+// The plan without the nodes `gone` (indices into ranksPerNode, for --min-np restarts after
+// a lost host); the ranks are renumbered in node order. `gone` must leave a node.
+LaunchPlan dropNodes(const LaunchPlan& plan, const std::vector<int>& gone);
 
 struct JobCommand {
   std::vector<std::string> argv;                            // tool, flags, wrapper, program

@@ -13,6 +13,8 @@
 #include <cstdlib>
 #include <optional>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "job_process.h"
@@ -183,6 +185,49 @@ AttemptResult judge(const AttemptOutcome& out, const LaunchPlan& plan, const std
   return r;
 }
 
+// Nodes none of whose ranks left an exit record although ranks elsewhere did: the host went
+// away with its ranks (power, kernel, network), so nothing there could report: a lost host.
+// Indices into plan.ranksPerNode.
+std::vector<int> silentNodes(const LaunchPlan& plan, const std::string& dir) {
+  const std::vector<RankStatus> statuses = readRankStatuses(dir);
+  std::vector<int> silent;
+  int first = 0;
+  for (int n = 0; n < static_cast<int>(plan.ranksPerNode.size()); ++n) {
+    const int end = first + plan.ranksPerNode[static_cast<std::size_t>(n)];
+    if (std::none_of(statuses.begin(), statuses.end(),
+                     [&](const RankStatus& s) { return s.rank >= first && s.rank < end; }))
+      silent.push_back(n);
+    first = end;
+  }
+  if (silent.size() == plan.ranksPerNode.size()) silent.clear();
+  return silent;
+}
+
+// The restart's plan after a failed attempt, and what changed (for the restart line).
+// --min-np lets a smaller world help in two cases: a launch failure (no rank failed, yet
+// not every rank started: a node that cannot be reached) drops the last node; a lost host
+// (ranks failed, and every rank of some node vanished without an exit record) drops those
+// nodes. Otherwise the job relaunches at the same size.
+std::pair<LaunchPlan, std::string> restartPlan(const LaunchPlan& plan, const RunOptions& opts,
+                                               const AttemptResult& result,
+                                               const std::string& dir) {
+  if (!opts.minNp || plan.ranksPerNode.size() <= 1) return {plan, ""};
+  const std::string minNp = "--min-np " + std::to_string(*opts.minNp);
+  if (!result.rankFailed && result.started < plan.np && dropLastNode(plan).np >= *opts.minNp) {
+    return {dropLastNode(plan), " with one node less (not every rank started; " + minNp + ")"};
+  }
+  const std::vector<int> silent = result.rankFailed ? silentNodes(plan, dir) : std::vector<int>{};
+  if (silent.empty() || dropNodes(plan, silent).np < *opts.minNp) return {plan, ""};
+  std::string names;
+  for (int n : silent) {
+    names += (names.empty() ? "" : ", ") +
+             (plan.hosts.empty() ? "node " + std::to_string(n) : plan.hosts[static_cast<std::size_t>(n)]);
+  }
+  return {dropNodes(plan, silent), " without " + names +
+                                       " (no rank there left an exit record: host lost; " + minNp +
+                                       ")"};
+}
+
 int supervise(LaunchPlan plan, const RunOptions& opts, const EnvMap& env, const std::string& self,
               const sigset_t& signals) {
   const bool own_dir = opts.runDir.empty();
@@ -224,11 +269,10 @@ int supervise(LaunchPlan plan, const RunOptions& opts, const EnvMap& env, const 
     // reached) is the one case where a smaller world can help; a failing rank is relaunched
     // at the same size so it resumes with the same global batch.
     std::string change;
-    if (opts.minNp && !result.rankFailed && result.started < plan.np &&
-        plan.ranksPerNode.size() > 1 && dropLastNode(plan).np >= *opts.minNp) {
-      plan = dropLastNode(plan);
-      change = " with one node less (not every rank started; --min-np " +
-               std::to_string(*opts.minNp) + ")";
+    std::tie(plan, change) = restartPlan(plan, opts, result, dir);
+    if (plan.launchedNp > 0 && plan.launchedNp != plan.np && !change.empty()) {
+      change += "; the global batch of " + std::to_string(plan.launchedNp) +
+                " ranks stays (COHORT_ELASTIC_WORLD_SIZE)";
     }
     say("restarting the job (restart " + std::to_string(attempt + 1) + " of " +
         std::to_string(opts.maxRestarts) + ") as " + plural(plan.np, "rank") + change);

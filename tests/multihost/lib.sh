@@ -51,6 +51,8 @@ mhRequire() {
   [[ -c /dev/net/tun ]] || fail "multihost tests need /dev/net/tun (wire.py's delay and loss)"
   ip netns list > /dev/null 2>&1 || fail "'ip netns' does not work here: $(ip netns list 2>&1)"
   unshare --uts true 2> /dev/null || fail "cannot create a UTS namespace (unshare --uts): need CAP_SYS_ADMIN"
+  unshare --mount true 2> /dev/null || fail "cannot create a mount namespace (unshare --mount): need CAP_SYS_ADMIN"
+  command -v mount > /dev/null || fail "multihost tests need 'mount' (util-linux: node-local directories)"
 }
 
 # Removes namespaces, veths and the bridge of a previous (killed) run; only cmh* names.

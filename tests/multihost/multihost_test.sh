@@ -11,8 +11,13 @@
 #   lost_host  h1 dies mid-step (link down, then SIGKILL of everything in it)
 #   save       h1's link goes down while checkpoint-20 is being written
 #   eval       h1's link goes down while rank 2 evaluates
-#   elastic    h1 is lost and gone; --max-restarts 2 --min-np 2 finishes on h0 alone
-#   For the last four: the ranks of h0 end within the collective timeout (15 s, + 5 s) with an
+#   nodelocal  each host sees its own output_dir (bind mounts): refused without
+#              save_on_each_node; with it, one checkpoint copy per host, exact resume
+#   slurm      the local Slurm with slurmd n1 in h0 and n2 in h1: an sbatch job of 2 x 2
+#              tasks runs cohort run (srun), ranks on n1,n1,n2,n2, one-host parameters
+#   elastic    h1 is lost and gone; --max-restarts 1 --min-np 2 finishes on h0 alone with
+#              the global batch of 4 ranks, equal to an uninterrupted 4-rank run
+#   For partition, lost_host, save and eval: the ranks of h0 end within the collective timeout (15 s, + 5 s) with an
 #   error naming the collective, the ranks that did not arrive and their host; h1's ranks
 #   (when alive) end by themselves too; every checkpoint either verifies or is marked
 #   incomplete, and the newest complete one verifies.
@@ -20,6 +25,7 @@
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 mhRunLocked "$0" "$@"
+mh_root=$(cd "$(dirname "$0")/../.." && pwd)
 mode=$1 cohort=$2 probe=$3 compare=$4
 shift 4
 mpi=("$@")
@@ -216,35 +222,140 @@ stepAtLeast() { [[ $(grep -o 'step [0-9]*/400' "$work/run.log" | tail -1 | tr -d
 savingCheckpoint20() { [[ -e $work/run/checkpoint-20/checkpoint-is-incomplete.txt ]]; }
 midStep13() { stepAtLeast 13 && phaseIs F; }
 
-# Lost host, then `cohort run --max-restarts 2 --min-np 2`: the attempt after the loss cannot
-# start h1's ranks (its namespace is gone: the agent fails as ssh to a dead node would), so
-# the next one runs on h0 alone, resuming from checkpoint-10 resharded to 2 ranks. The end
-# must equal a plain 2-rank resume from the same checkpoint. (Same global batch across the
-# shrink would need automatic gradient accumulation, which Cohort does not do: the global
-# batch follows the program's arguments, here 3 per device.)
+# Lost host, then `cohort run --max-restarts 1 --min-np 2`: no rank of h1 leaves an exit
+# record (the host is gone with its wrappers), so the launcher restarts at once on h0 alone
+# (2 ranks) and tells the program the launched size (COHORT_ELASTIC_WORLD_SIZE=4); the
+# Trainer doubles gradient_accumulation_steps, keeping the global batch of 4 x 3 samples, and
+# resumes from checkpoint-10 (the newest valid one), resharded to 2 ranks. The run must end
+# with the parameters and logged losses of an uninterrupted 4-rank run (1e-10).
 testElastic() {
-  run_args=(--max-restarts 2 --min-np 2)
+  reference --max_steps=20 --probe-out="$work/ref.txt"
+  run_args=(--max-restarts 1 --min-np 2)
   launch run --max_steps=20 --save_steps=10 --probe-step-ms=100 --resume_from_checkpoint=true \
     --probe-out="$work/run.txt" &
   local job=$!
   waitFor 90 "step 13" grep -q "step 13/20" "$work/run.log"
   mhKillHost h1
   ip netns del "$(mhNs h1)"
-  wait $job || { tail -30 run.log; fail "cohort run --max-restarts 2 --min-np 2 exited $?"; }
-  grep -q "restarting the job (restart 2 of 2) as 2 ranks with one node less" run.log ||
+  wait $job || { tail -30 run.log; fail "cohort run --max-restarts 1 --min-np 2 exited $?"; }
+  grep -q "restarting the job (restart 1 of 1) as 2 ranks without h1 (no rank there left an exit record: host lost; --min-np 2); the global batch of 4 ranks stays" run.log ||
     { grep "cohort run" run.log; fail "no restart on the surviving host"; }
+  grep -q "gradient_accumulation_steps 1 -> 2 keeps the global batch" run.log ||
+    { grep -i "accumulation" run.log; fail "the restart on 2 ranks did not raise the accumulation"; }
   grep -q "resumed from $work/run/checkpoint-10 at step 10 .*resharded from 4 to 2 ranks" run.log ||
     { grep "resumed" run.log; fail "the restart did not resume from checkpoint-10 on 2 ranks"; }
-  mkdir -p "$work/ref" && cp -r "$work/run/checkpoint-10" "$work/ref/"
-  "${mpi[@]}" -n 2 "$probe" "${common[@]}" --max_steps=20 --save_steps=10 --output_dir="$work/ref" \
-    --resume_from_checkpoint=true --probe-out="$work/ref.txt" > ref.log 2>&1 || fail "2-rank resume"
+  grep -q "global batch changed" run.log && fail "the global batch changed across the restart"
+  python3 "$compare" "$work/ref.txt" "$work/run.txt" ||
+    fail "the elastic restart ends elsewhere than the uninterrupted 4-rank run"
+  echo "ok   lost host h1 at step 13: restart 1 ran on h0 (2 ranks x 2 accumulation) from checkpoint-10; parameters and losses equal the uninterrupted 4-rank run"
+}
+
+# Node-local output directories: each host sees its own $work/out (netns_agent.sh bind-mounts
+# $work/out.hK over it in a private mount namespace, COHORT_MH_NODE_LOCAL).
+#   1. without save_on_each_node the run stops at start-up (no step trained) with an error
+#      naming both hosts;
+#   2. with it, each host's directory holds a manifest and only its own ranks' shards, both
+#      verify with `cohort ckpt verify`;
+#   3. resumed on the same hosts from checkpoint-6 (checkpoint-12 removed), the run ends
+#      equal to the uninterrupted run of 2. (1e-10, parameters and every logged loss).
+testNodeLocal() {
+  local out=$work/out rc h s
+  export COHORT_MH_NODE_LOCAL=$out
+  mkdir -p "$out" "$out.h0" "$out.h1"
+  local args=(--max_steps=12 --save_steps=6)
+  nodeLocalRun() {  # nodeLocalRun NAME ARGS...: a run whose output_dir is node-local
+    local name=$1
+    shift
+    "$cohort" run -H h0:2,h1:2 --run-dir "$work/$name.runs" -- "$probe" "${common[@]}" \
+      --output_dir="$out" "${args[@]}" "$@" > "$work/$name.log" 2>&1
+  }
+  nodeLocalRun refused
+  rc=$?
+  ((rc == 2)) || { tail -20 refused.log; fail "node-local output_dir without save_on_each_node: exit $rc, not 2"; }
+  grep -q "output_dir $out is not the same directory on every host: h0 (ranks 0-1) and h1 (ranks 2-3) each see a different one" refused.log ||
+    { grep -i "error" refused.log | head -5; fail "no error naming the hosts whose output_dir differs"; }
+  grep -q "step 1/" refused.log && fail "the run trained before it noticed the node-local output_dir"
+  ls -A "$out.h0" "$out.h1" | grep -q "checkpoint\|cohort-storage" && fail "the refused run left files in output_dir"
+
+  nodeLocalRun full --save_on_each_node=true --probe-out="$work/full.txt" ||
+    { tail -30 full.log; fail "save_on_each_node run exited $?"; }
+  for h in h0 h1; do
+    "$cohort" ckpt verify "$out.$h/checkpoint-12" > "$work/verify-$h.txt" 2>&1 ||
+      { cat "$work/verify-$h.txt"; fail "$h's checkpoint-12 does not verify with $h's view"; }
+  done
+  for s in 0 1 2 3; do
+    h=h$((s / 2))
+    test -f "$out.$h/checkpoint-12/shard-0000$s-of-00004.h5" || fail "shard $s is not on $h"
+    test -e "$out.h$((1 - s / 2))/checkpoint-12/shard-0000$s-of-00004.h5" && fail "shard $s is on both hosts"
+  done
+  # The same run, resumed from checkpoint-6 (checkpoint-12 removed on both hosts).
+  rm -rf "$out.h0/checkpoint-12" "$out.h1/checkpoint-12"
+  nodeLocalRun resumed --save_on_each_node=true --resume_from_checkpoint=true \
+    --probe-out="$work/resumed.txt" || { tail -30 resumed.log; fail "resume on the same hosts exited $?"; }
+  grep -q "resumed from $out/checkpoint-6 at step 6" resumed.log || { grep resume resumed.log; fail "did not resume from checkpoint-6"; }
+  python3 "$compare" "$work/full.txt" "$work/resumed.txt" ||
+    fail "the resumed save_on_each_node run differs from the uninterrupted one"
+  unset COHORT_MH_NODE_LOCAL
+  echo "ok   node-local output_dir: refused at start-up without save_on_each_node; with it each host holds its 2 shards + a manifest that verify; a resume from checkpoint-6 equals the uninterrupted run"
+  echo "     $(grep -m1 "not the same directory" refused.log | cut -c1-300)"
+}
+
+# Through the local Slurm, one slurmd per host: tests/slurm/slurm-local runs slurmd n1 in
+# h0's namespace and n2 in h1's (SLURM_LOCAL_NETNS; hostnames n1, n2), slurmctld on the
+# bridge address. An sbatch job of 2 nodes x 2 tasks runs `cohort run` (srun inside the
+# allocation): ranks 0,1 on n1 and 2,3 on n2, TCP between the hosts, and the parameters of a
+# one-host mpirun -np 4 run. Holds /tmp/cohort-slurm.lock while its daemons run (the slurm
+# tests start daemons too).
+testSlurm() {
+  local slurm=$mh_root/tests/slurm
+  [[ -x $slurm/with-slurm ]] || fail "no $slurm/with-slurm"
+  reference --max_steps=12 --probe-out="$work/ref.txt"
+  cat > "$work/job.sh" << JOB
+#!/bin/bash
+echo "batch host \$(hostname) nodes \$SLURM_JOB_NODELIST tasks \$SLURM_TASKS_PER_NODE"
+COHORT_LOG_LEVEL=info "$cohort" run -- "$probe" ${common[*]} --output_dir="$work/run" \
+  --max_steps=12 --save_steps=6 --probe-step-ms=60 --probe-out="$work/run.txt"
+echo "cohort run exited \$?"
+JOB
+  cat > "$work/inner.sh" << 'INNER'
+set -u
+work=$1
+job=$(sbatch --parsable --chdir="$work" --time=10 --nodes=2 --ntasks-per-node=2 \
+  --cpus-per-task=1 --output="$work/slurm.out" "$work/job.sh") || exit 1
+tcp=0
+for ((i = 0; i < 900; i++)); do
+  [[ -z $(squeue -h -j "${job%%;*}" 2> /dev/null) ]] && break
+  n=$(ip netns exec cmh-h0 ss -Htn state established 2> /dev/null |
+    awk '/10\.77\.0\.1:/ && /10\.77\.0\.2:/' | wc -l)
+  ((n > tcp)) && tcp=$n
+  sleep 0.2
+done
+echo "$tcp" > "$work/tcp"
+[[ -z $(squeue -h -j "${job%%;*}" 2> /dev/null) ]] || { echo "job still running after 180 s"; exit 1; }
+INNER
+  SLURM_LOCAL_NETNS="$(mhNs h0)=$(mhIp h0) $(mhNs h1)=$(mhIp h1) $MH_SUBNET.254" \
+    SLURM_LOCAL_GPUS=0 flock -w 300 /tmp/cohort-slurm.lock \
+    "$slurm/with-slurm" bash "$work/inner.sh" "$work" > "$work/with-slurm.log" 2>&1 ||
+    { cat "$work/with-slurm.log"; tail -30 "$work/slurm.out" 2> /dev/null; fail "the job under the local Slurm with a slurmd per host"; }
+  local out=$work/slurm.out
+  grep -q "^batch host n1 nodes n\[1-2\] tasks 2(x2)" "$out" || { head -3 "$out"; fail "the batch script did not run on n1 of n[1-2]"; }
+  grep -q "^cohort run exited 0" "$out" || { tail -30 "$out"; fail "cohort run under Slurm failed"; }
+  grep -q "4 ranks on 2 hosts: n1 (ranks 0-1), n2 (ranks 2-3)" "$out" ||
+    { grep "hosts" "$out"; fail "the ranks did not run on the two slurmd hosts"; }
+  local r
+  for r in 1 2 3; do
+    grep -q "\[rank $r@n$((r / 2 + 1))\]" "$out" || fail "no log line of rank $r tagged with host n$((r / 2 + 1))"
+  done
+  (($(cat "$work/tcp") > 0)) || fail "no TCP connection between h0 and h1 while the job ran"
   python3 "$compare" "$work/ref.txt" "$work/run.txt" --params-only ||
-    fail "the elastic restart ends elsewhere than a 2-rank resume from checkpoint-10"
-  echo "ok   lost host h1 at step 13: restart 1 could not start h1, restart 2 ran on h0 (2 ranks) from checkpoint-10; parameters equal a 2-rank resume"
+    fail "parameters under Slurm differ from the one-host run"
+  echo "ok   sbatch -N2 --ntasks-per-node=2 on slurmd n1 (in h0) and n2 (in h1): cohort run via srun, ranks 0,1 on n1 and 2,3 on n2, $(cat "$work/tcp") TCP connections between the hosts, parameters equal to one host's"
 }
 
 case $mode in
   launch) testLaunch ;;
+  slurm) testSlurm ;;
+  nodelocal) testNodeLocal ;;
   elastic) testElastic ;;
   slow) testSlow ;;
   partition) faultTest midStep13 partition ;;

@@ -231,8 +231,20 @@ LoadReport loadState(const TrainingState& s, ckpt::Checkpointer& ckpt, const std
                                    s.optimizer.expAvgSq()[k].slice(0, lo - olo, hi - olo), off});
                });
   }
+  // Buffers and frozen parameters: whole, from every shard; or, from a node's copy of a
+  // checkpoint saved on each node (which holds only that node's shards), this rank's own
+  // partition, all-gathered below.
+  const bool ownPartsOnly = manifest.local_shards_size() > 0;
+  std::vector<at::Tensor> gatherLoose;
   for (const auto& [name, t] : looseTensors(s.model, s.sync)) {
-    pieces.push_back({"model/" + name, flatView(t, name), 0});
+    if (!ownPartsOnly) {
+      pieces.push_back({"model/" + name, flatView(t, name), 0});
+      continue;
+    }
+    const auto [lo, hi] = dist::partitionOf(static_cast<std::size_t>(t.numel()), world, rank);
+    const auto a = static_cast<std::int64_t>(lo), b = static_cast<std::int64_t>(hi);
+    gatherLoose.push_back(flatView(t, name));
+    pieces.push_back({"model/" + name, gatherLoose.back().slice(0, a, b), a});
   }
   std::vector<std::pair<at::Generator, at::Tensor>> rngs;
   if (withRng) {
@@ -250,6 +262,7 @@ LoadReport loadState(const TrainingState& s, ckpt::Checkpointer& ckpt, const std
         s.comm.allGatherPartitionsAsync(s.sync.bucketParameters()[k])->wait();
       }
     }
+    for (const at::Tensor& t : gatherLoose) s.comm.allGatherPartitionsAsync(t)->wait();
   }
   if (report.optimizerRestored) s.optimizer.setStepCount(manifest.trainer_state().optimizer_step());
   for (auto& [gen, state] : rngs) {

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "cohort/ckpt/checkpointer.h"
@@ -63,6 +64,27 @@ FreshStartScan scanForFreshStart(const TrainingArguments& args) {
 std::string joined(const std::vector<std::string>& items, const char* sep) {
   std::string out;
   for (const auto& s : items) out += (out.empty() ? "" : sep) + s;
+  return out;
+}
+
+// The scan of output_dir by the rank(s) that look after it: rank 0's record on every rank
+// (one shared directory), or, on node-local storage, every node's record, by rank.
+template <class T, class Scan>
+std::vector<std::pair<int, T>> scanViews(dist::Consensus& consensus, const OutputStorage& storage,
+                                         Scan scan) {
+  const int rank = consensus.rank();
+  if (!storage.nodeLocal()) return {{0, consensus.shareRecord(rank == 0 ? scan() : T{})}};
+  dist::RecordWriter w;
+  if (storage.ownsView(rank)) scan().encode(w);
+  const std::vector<std::string> all = consensus.allGather(w.take());
+  std::vector<std::pair<int, T>> out;
+  for (int r = 0; r < static_cast<int>(all.size()); ++r) {
+    if (!storage.ownsView(r)) continue;
+    dist::RecordReader reader(all[static_cast<std::size_t>(r)],
+                              "output_dir scan of rank " + std::to_string(r));
+    out.emplace_back(r, T::decode(reader));
+    reader.finish();
+  }
   return out;
 }
 
@@ -170,6 +192,32 @@ DataPosition loadCheckpoint(const TrainingArguments& args, TrainerState& state,
   return pos;
 }
 
+// One decision from the nodes' scans: the checkpoints valid on every node, newest first (a
+// checkpoint valid on some nodes only counts as damaged: its training is not on every disk).
+ResumeScan mergeResumeScans(const std::vector<std::pair<int, ResumeScan>>& scans) {
+  if (scans.size() == 1) return scans.front().second;
+  ResumeScan out;
+  for (const auto& [rank, scan] : scans) {
+    if (out.error.empty() && !scan.error.empty())
+      out.error = "rank " + std::to_string(rank) + ": " + scan.error;
+    out.skipped += scan.skipped;
+    for (const auto& l : scan.lost) out.lost.push_back("rank " + std::to_string(rank) + ": " + l);
+  }
+  for (const auto& c : scans.front().second.candidates) {
+    std::string missing;
+    for (const auto& [rank, scan] : scans) {
+      if (std::find(scan.candidates.begin(), scan.candidates.end(), c) == scan.candidates.end())
+        missing += (missing.empty() ? "" : ", ") + std::to_string(rank);
+    }
+    if (missing.empty()) {
+      out.candidates.push_back(c);
+    } else {
+      out.lost.push_back(c + " is not valid in the directory of rank(s) " + missing);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 std::unique_ptr<dist::Consensus> makeRunConsensus(const dist::Communicator& comm) {
@@ -183,11 +231,19 @@ std::unique_ptr<dist::Consensus> makeRunConsensus(const dist::Communicator& comm
   return consensus;
 }
 
-void startFresh(const TrainingArguments& args, dist::Consensus& consensus) {
-  const FreshStartScan scan =
-      consensus.shareRecord(consensus.rank() == 0 ? scanForFreshStart(args) : FreshStartScan{});
-  if (!scan.error.empty()) {
-    throw ConfigError(consensus.size() > 1 ? "rank 0: " + scan.error : scan.error);
+void startFresh(const TrainingArguments& args, dist::Consensus& consensus,
+                const OutputStorage& storage) {
+  FreshStartScan scan;
+  for (const auto& [rank, s] :
+       scanViews<FreshStartScan>(consensus, storage, [&] { return scanForFreshStart(args); })) {
+    if (!s.error.empty()) {
+      throw ConfigError(consensus.size() > 1 ? "rank " + std::to_string(rank) + ": " + s.error
+                                             : s.error);
+    }
+    for (const auto& f : s.found) {
+      if (std::find(scan.found.begin(), scan.found.end(), f) == scan.found.end())
+        scan.found.push_back(f);
+    }
   }
   if (!scan.found.empty() && !args.overwrite_output_dir()) {
     throw ConfigError("output_dir " + args.output_dir() + " holds checkpoints of an earlier run (" +
@@ -199,14 +255,14 @@ void startFresh(const TrainingArguments& args, dist::Consensus& consensus) {
 }
 
 DataPosition resumeRun(const TrainingArguments& args, TrainerState& state, const TrainingState& ts,
-                       dist::Consensus& consensus, ckpt::Checkpointer& cp,
-                       const GlobalBatchPlan& plan, bool withOptimizer) {
+                       dist::Consensus& consensus, const OutputStorage& storage,
+                       ckpt::Checkpointer& cp, const GlobalBatchPlan& plan, bool withOptimizer) {
   const bool latest = resumeKind(args) == ResumeKind::kLatest;
   std::vector<std::string> candidates{args.resume_from_checkpoint()};
   if (latest) {
     // Rank 0 looks, every rank gets its answer.
-    const ResumeScan scan =
-        consensus.shareRecord(consensus.rank() == 0 ? scanForResume(args) : ResumeScan{});
+    const ResumeScan scan = mergeResumeScans(
+        scanViews<ResumeScan>(consensus, storage, [&] { return scanForResume(args); }));
     if (!scan.error.empty()) throw ConfigError(scan.error);
     if (scan.candidates.empty() && scan.lost.empty()) {
       // Nothing was ever saved (the first run of a job that always passes "true"), or only

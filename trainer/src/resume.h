@@ -10,6 +10,7 @@
 #include "cohort/dist/consensus.h"
 #include "cohort/trainer/data.h"
 #include "cohort/trainer/trainer.h"
+#include "output_storage.h"
 #include "save_policy.h"
 
 namespace cohort::dist {
@@ -26,17 +27,21 @@ std::unique_ptr<dist::Consensus> makeRunConsensus(const dist::Communicator& comm
 
 // COLLECTIVE on `consensus`. A run that does not resume must not mix its checkpoints with
 // an earlier run's in output_dir: ConfigError naming them, unless overwrite_output_dir,
-// which removes them (rank 0, after one line naming what goes).
-void startFresh(const TrainingArguments& args, dist::Consensus& consensus);
+// which removes them (rank 0, after one line naming what goes). On node-local storage
+// (save_on_each_node) the first rank of each node looks at (and clears) its node's directory.
+void startFresh(const TrainingArguments& args, dist::Consensus& consensus,
+                const OutputStorage& storage);
 
 // COLLECTIVE on `consensus` and the training communicator. Restores the run from
 // resume_from_checkpoint into `state` and the model/optimizer of `ts`; returns where the
 // data loader continues ({} when there is nothing to resume from with "true"). With
 // "true", incomplete or corrupt checkpoints are skipped (and reported) in favour of the
 // next older valid one; a checkpoint that had completed and is damaged, with nothing valid
-// left, is a ConfigError.
+// left, is a ConfigError. On node-local storage (save_on_each_node) the first rank of each
+// node looks in its node's directory, and "true" takes the newest checkpoint valid on every
+// node.
 DataPosition resumeRun(const TrainingArguments& args, TrainerState& state, const TrainingState& ts,
-                       dist::Consensus& consensus, ckpt::Checkpointer& cp,
-                       const GlobalBatchPlan& plan, bool withOptimizer);
+                       dist::Consensus& consensus, const OutputStorage& storage,
+                       ckpt::Checkpointer& cp, const GlobalBatchPlan& plan, bool withOptimizer);
 
 }  // namespace cohort::trainer

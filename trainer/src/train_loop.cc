@@ -316,6 +316,8 @@ void TrainLoop::afterSave(const ckpt::SaveResult& r) {
     COHORT_LOG_INFO("saved {} ({:.1f} MiB in {:.2f} s, {:.0f} MB/s)", r.dir,
                     static_cast<double>(r.bytes) / (1 << 20), r.seconds,
                     static_cast<double>(r.bytes) / 1e6 / std::max(1e-9, r.seconds));
+  }
+  if (run_.storage.ownsView(rank_)) {  // rank 0, or each node's first (save_on_each_node)
     const int limit = args_.has_save_total_limit() ? args_.save_total_limit() : 0;
     for (const auto& gone :
          rotateCheckpoints(args_.output_dir(), limit, state.bestModelCheckpoint)) {

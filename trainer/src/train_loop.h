@@ -24,6 +24,7 @@
 #include "cohort/dist/fused_optimizer.h"
 #include "cohort/dist/gradient_sync.h"
 #include "cohort/trainer/trainer.h"
+#include "output_storage.h"
 #include "save_policy.h"
 
 namespace cohort::trainer {
@@ -65,6 +66,7 @@ struct TrainRun {
   ckpt::Checkpointer checkpointer;              // agrees through `consensus`
   TrainingState ts;
   bool withOptimizer;  // !save_only_model
+  OutputStorage storage;  // set by Trainer::train (checkOutputStorage) before any save
 };
 
 // The default loss's numerator: the sum of the token cross-entropies (trainer.cc).

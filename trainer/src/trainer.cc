@@ -37,6 +37,31 @@ bool defaultDecay(const std::string& name) {
          name.find("ln") == std::string::npos;
 }
 
+// After `cohort run --min-np` restarted the job on fewer ranks (COHORT_ELASTIC_WORLD_SIZE =
+// the launched size), more accumulation keeps the global batch: the same samples per step,
+// so the run continues the trajectory of the launched size.
+void keepLaunchedGlobalBatch(TrainingArguments& args, int world, int rank) {
+  const std::int64_t launched = env::get(env::kElasticWorldSize);
+  if (launched <= 0 || launched == world) return;
+  const std::int64_t accum = args.gradient_accumulation_steps() * launched;
+  if (accum % world != 0) {
+    if (rank == 0) {
+      COHORT_LOG_WARN(
+          "COHORT_ELASTIC_WORLD_SIZE={}: {} x {} accumulation steps do not split over {} ranks; "
+          "the global batch changes",
+          launched, launched, args.gradient_accumulation_steps(), world);
+    }
+    return;
+  }
+  if (rank == 0) {
+    COHORT_LOG_INFO(
+        "restarted on {} of {} ranks (COHORT_ELASTIC_WORLD_SIZE): gradient_accumulation_steps "
+        "{} -> {} keeps the global batch",
+        world, launched, args.gradient_accumulation_steps(), accum / world);
+  }
+  args.set_gradient_accumulation_steps(static_cast<std::int32_t>(accum / world));
+}
+
 }  // namespace
 
 at::Tensor tokenLossSum(const ModelOutput& out, const at::Tensor& labels, bool shiftLabels) {
@@ -137,6 +162,7 @@ TrainOutput Trainer::train() {
   const int rank = comm_.rank();
   const auto start = TrainClock::now();
   at::manual_seed(static_cast<std::uint64_t>(args_.seed()));
+  keepLaunchedGlobalBatch(args_, comm_.size(), rank);
   TrainRun run(args_, comm_, parts_);  // COLLECTIVE: data plan, sync, optimizer, checkpointer
   state_ = TrainerState{};
   state_.stepsPerEpoch = run.plan.stepsPerEpoch();
@@ -149,11 +175,15 @@ TrainOutput Trainer::train() {
   const TrainingState& ts = run.ts;
   const GlobalBatchPlan& plan = run.plan;
   const bool withOptimizer = run.withOptimizer;
+  // Before anything reads or writes output_dir: is it one directory, or one per node?
+  run.storage = checkOutputStorage(args_, *run.consensus);
+  checkpointer.setNodeLocal(run.storage.viewOf);
   DataPosition next;
   if (resumeKind(args_) != ResumeKind::kNone) {
-    next = resumeRun(args_, state_, ts, *run.consensus, checkpointer, plan, withOptimizer);
+    next = resumeRun(args_, state_, ts, *run.consensus, run.storage, checkpointer, plan,
+                     withOptimizer);
   } else {
-    startFresh(args_, *run.consensus);
+    startFresh(args_, *run.consensus, run.storage);
   }
   run.loader.seek(next.epoch, next.stepInEpoch);
   const double alpha = args_.has_neftune_noise_alpha() ? args_.neftune_noise_alpha() : 0.0;

@@ -104,6 +104,14 @@ class Checkpointer {
   std::int64_t load(const std::string& dir, const Manifest& manifest,
                     const std::vector<LoadPiece>& pieces);
 
+  // Not collective; call it on every rank alike before the first save or load. For an
+  // output_dir that is not the same directory on every node (save_on_each_node): nodeOf[r]
+  // numbers the directory view of group rank r. The lowest rank of each view then creates
+  // the sentinel and writes the manifest in its view, listing that view's shards as
+  // Manifest.local_shards; a load checks that the rank's own shard is in its view. Empty
+  // (the default): one shared directory, rank 0 writes the manifest.
+  void setNodeLocal(std::vector<int> nodeOf);
+
   // The group it runs on (rank(), size()); for a caller's checks before a load, while no
   // async save is in flight.
   dist::Consensus& consensus() { return consensus_; }
@@ -117,6 +125,8 @@ class Checkpointer {
   WriteOptions options_;
   std::unique_ptr<Pending> pending_;
   std::vector<at::Tensor> snapshot_;  // reused host buffers of async saves
+  std::vector<int> nodeOf_;           // setNodeLocal; empty: one shared directory
+  bool writesDirectory() const;       // creates the sentinel and the manifest in its view
 };
 
 }  // namespace cohort::ckpt

@@ -69,6 +69,12 @@ class ChunkBytes {
   virtual void copy(std::size_t index, std::int64_t pos, std::int64_t n, void* dst) = 0;
 };
 
+// Whether shard `s` is in this directory: always, except in a node's copy of a checkpoint
+// saved on each node (Manifest.local_shards, save_on_each_node).
+bool shardIsHere(const Manifest& manifest, int s);
+// "shards 2-3 of 4 here (save_on_each_node)", or "" for a checkpoint with every shard.
+std::string localShardsNote(const Manifest& manifest);
+
 // A whole shard file as the manifest records it (format version 2).
 struct ShardFile {
   std::int64_t bytes = 0;

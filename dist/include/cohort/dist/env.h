@@ -53,7 +53,11 @@ enum class Type { kString, kInt, kDouble, kBool, kAutoBool };
     "on a background thread, ahead of the writer. 0: no background copy.")                   \
   X(kProgressBar, AutoBool, "COHORT_PROGRESS_BAR", "auto",                                   \
     "auto|1|0. The rank-0 progress bar redraws one line in place (1) or prints a plain "     \
-    "line every 30 s (0); auto: in place only on a tty not started by mpirun.")
+    "line every 30 s (0); auto: in place only on a tty not started by mpirun.")                   \
+  X(kElasticWorldSize, std::int64_t, "COHORT_ELASTIC_WORLD_SIZE", "0",                        \
+    "Set by cohort run --min-np when it restarts a job on fewer ranks: the world size the "   \
+    "job was launched with. The Trainer raises gradient_accumulation_steps to keep the "      \
+    "global batch. 0: unset.")
 
 // A declared variable as data (for docs checks, listings and messages).
 struct Var {
