@@ -20,12 +20,26 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class Linear(nn.Linear):
+    """torch::nn::Linear of the C++ frontend (torch/nn/functional/linear.h, LibTorch 1.13):
+    addmm for 2-D inputs, else matmul then `+= bias`. Under autocast the bias is then added to
+    the bf16 product and rounded again, where Python's F.linear adds it inside the GEMM; the
+    two differ by bf16 roundings, so the reference computes what the C++ model computes."""
+
+    def forward(self, x):
+        if x.dim() == 2:
+            return torch.addmm(self.bias, x, self.weight.t())
+        out = x.matmul(self.weight.t())
+        out += self.bias
+        return out
+
+
 class Attention(nn.Module):
     def __init__(self, dim, heads):
         super().__init__()
         self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, 3 * dim)
+        self.proj = Linear(dim, dim)
 
     def forward(self, x):
         B, T, D = x.shape
@@ -47,8 +61,8 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(dim)
         self.attn = Attention(dim, heads)
         self.ln2 = nn.LayerNorm(dim)
-        self.fc = nn.Linear(dim, 4 * dim)
-        self.out = nn.Linear(4 * dim, dim)
+        self.fc = Linear(dim, 4 * dim)
+        self.out = Linear(4 * dim, dim)
 
     def forward(self, x):
         h = x + self.attn(self.ln1(x))
@@ -73,7 +87,7 @@ class ByteLm(nn.Module):
         for i in range(c["layers"]):
             setattr(self, "block%d" % i, Block(c["dim"], c["heads"]))
         self.lnf = nn.LayerNorm(c["dim"])
-        self.head = nn.Linear(c["dim"], c["vocab"])
+        self.head = Linear(c["dim"], c["vocab"])
 
     def forward(self, ids):
         T = ids.shape[1]

@@ -6,15 +6,23 @@
 // python3-torch), also with ddp_bf16_grad_comm. The gap to a float32 run is printed and
 // must be far larger than the tolerance.
 //
-// Tolerance, from bf16's precision: bf16 keeps 8 significant bits, unit roundoff
-// u = 2^-8 ~ 0.0039. Autocast rounds every matmul input and output to bf16; the two sides run
-// the same LibTorch kernels, so they differ only where float32 noise (the optimizer's and the
-// clipping's operation order, and at 2 or 4 ranks the per-rank bf16 weight gradients summed
-// in float32, or in bf16 with ddp_bf16_grad_comm) moves a value across a bf16 rounding
-// boundary. Such a flip is an error of at most u in one element. We accept: each step's loss
-// within u/4 (relative), and the parameter UPDATES (after - before) within 2u = 2^-7 in
-// relative L2 norm (an L2 over all parameters: Adam turns the sign of near-zero gradients
-// into whole lr-sized steps, so per-element checks would measure noise, not precision).
+// Tolerances, from bf16's precision (8 significant bits, unit roundoff u = 2^-8 ~ 0.0039):
+// - first step's loss (same weights, same batch: the forward alone): <= 2^-20 relative. The
+//   two sides run the same LibTorch kernels in the same dtypes (the reference writes out the
+//   C++ frontend's Linear: matmul, then `+= bias`, which under autocast rounds differently
+//   from Python's F.linear), so only float32 summation order differs (~1e-7). The float32
+//   run's first loss is ~4e-5 away: the check sees whether autocast ran, and how.
+// - every step's loss: <= u/64. From step 2 on, float32 noise (optimizer and clipping
+//   operation order; at 2 or 4 ranks each rank's bf16 weight gradient of its part of the
+//   batch, summed in float32, or in bf16 with ddp_bf16_grad_comm) crosses bf16 rounding
+//   boundaries here and there, each an error of at most u in one element.
+// - the parameter UPDATES (after - before) over 5 steps: <= 2u relative L2, over all
+//   parameters but the attention's qkv bias (its key third has no true gradient: softmax
+//   ignores it, so it moves by rounding noise that Adam scales to whole steps). At world 1
+//   without bf16 communication the Trainer must match to 1e-5 (float32 noise only).
+// Measured (2026-12-02): world 1: first/every loss 0, update 2.6e-7 (bf16 comm 6.3e-4); world
+// 2: 8e-8, 3.3e-5, 5.3e-3; world 4: 1e-7, 3.0e-5, 6.3e-3; the float32 run: 4.2e-5, 1.3e-4,
+// 2.1e-2.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -168,9 +176,10 @@ TEST(MixedBf16, TrainsLikePyTorchAutocastAtEveryWorldSize) {
     std::printf(
         "world %d vs PyTorch bf16 autocast: update rel-L2 %.3g (bf16 comm %.3g), first loss "
         "%.3g (%.3g), worst loss %.3g (%.3g); float32 run: update %.3g, first loss %.3g, "
-        "worst loss %.3g\n",
+        "worst loss %.3g (tolerances %.3g, %.3g, %.3g)\n",
         world, toPlain.update, toComm.update, toPlain.first, toComm.first, toPlain.loss,
-        toComm.loss, fp32Gap.update, fp32Gap.first, fp32Gap.loss);
+        toComm.loss, fp32Gap.update, fp32Gap.first, fp32Gap.loss, 2 * kU, std::ldexp(1.0, -20),
+        kU / 64);
     fs::remove_all(dir);
   }
   for (Gap* g : {&toPlain, &toComm, &fp32Gap}) {
@@ -178,13 +187,16 @@ TEST(MixedBf16, TrainsLikePyTorchAutocastAtEveryWorldSize) {
     g->first = fromRank0(g->first);
     g->loss = fromRank0(g->loss);
   }
-  EXPECT_LE(toPlain.update, 2 * kU);
-  EXPECT_LE(toPlain.loss, kU / 4);
-  EXPECT_LE(toComm.update, 2 * kU);
-  EXPECT_LE(toComm.loss, kU / 4);
-  // bf16 must be visible: a float32 run is far from the bf16 reference.
-  EXPECT_GE(fp32Gap.update, 4 * toPlain.update);
-  EXPECT_GE(fp32Gap.update, 2 * kU);
+  const double firstTol = std::ldexp(1.0, -20), lossTol = kU / 64, updateTol = 2 * kU;
+  for (const Gap* g : {&toPlain, &toComm}) {
+    EXPECT_LE(g->first, firstTol) << (g == &toComm ? "with bf16 gradient communication" : "");
+    EXPECT_LE(g->loss, lossTol) << (g == &toComm ? "with bf16 gradient communication" : "");
+    EXPECT_LE(g->update, updateTol) << (g == &toComm ? "with bf16 gradient communication" : "");
+  }
+  if (world == 1) EXPECT_LE(toPlain.update, 1e-5);
+  // bf16 must be visible: the float32 run is far outside these tolerances.
+  EXPECT_GE(fp32Gap.first, 16 * firstTol);
+  EXPECT_GE(fp32Gap.update, 2 * updateTol);
 }
 
 }  // namespace
