@@ -3,7 +3,10 @@
 // after it with --overlap 0) and FusedOptimizer over the flat buffers. Prints on rank 0:
 //   STEP cohort_overlap|cohort_no_overlap[_replicated] <world> <median step seconds>
 // By default the update is sharded (GradientSyncOptions::shardedUpdate); --sharded 0 runs
-// the replicated update (every rank updates every parameter, as DDP).
+// the replicated update (every rank updates every parameter, as DDP). --bf16comm 1 reduces
+// the gradient buckets in bfloat16 (ddp_bf16_grad_comm): variant cohort_overlap_bf16comm.
+// Also prints, on rank 0, `BYTES <variant> <world> <bytes>`: the gradient bytes this rank
+// handed to the communicator in the last step (GradientSync::lastStepCommBytes).
 // scripts/bench ddp_step runs it at world 1 and 2 next to PyTorch DDP (bench/ddp_step_pytorch.py).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -29,11 +32,12 @@
 int main(int argc, char** argv) {
   at::set_num_threads(1);
   auto rt = cohort::dist::init(&argc, &argv);
-  int steps = 10, overlap = 1, sharded = 1;
+  int steps = 10, overlap = 1, sharded = 1, bf16comm = 0;
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::strcmp(argv[i], "--steps") == 0) steps = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--overlap") == 0) overlap = std::atoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--sharded") == 0) sharded = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--bf16comm") == 0) bf16comm = std::atoi(argv[i + 1]);
   }
   std::vector<int64_t> dims;
   std::stringstream spec(std::getenv("DDP_BENCH_DIMS") ? std::getenv("DDP_BENCH_DIMS")
@@ -53,6 +57,7 @@ int main(int argc, char** argv) {
   so.op = cohort::dist::ReduceOp::kAvg;  // per-rank mean loss, as DDP
   so.overlap = overlap != 0;
   so.shardedUpdate = sharded != 0;  // ZeRO-1 style: each rank updates 1/N of the parameters
+  so.bf16Communication = bf16comm != 0;
   cohort::dist::GradientSync sync(*model, *comm, so);
   cohort::dist::OptimizerOptions ao;
   ao.lr = 1e-4;
@@ -92,10 +97,12 @@ int main(int argc, char** argv) {
   if (rt->rank() == 0) {
     int64_t params = 0;
     for (const auto& p : model->parameters()) params += p.numel();
-    std::printf("STEP %s%s %d %.6f params=%lld buckets=%zu\n",
-                overlap ? "cohort_overlap" : "cohort_no_overlap", sharded ? "" : "_replicated",
-                rt->worldSize(),
+    const std::string variant = std::string(overlap ? "cohort_overlap" : "cohort_no_overlap") +
+                                (sharded ? "" : "_replicated") + (bf16comm ? "_bf16comm" : "");
+    std::printf("STEP %s %d %.6f params=%lld buckets=%zu\n", variant.c_str(), rt->worldSize(),
                 times[times.size() / 2], static_cast<long long>(params), sync.numBuckets());
+    std::printf("BYTES %s %d %lld\n", variant.c_str(), rt->worldSize(),
+                static_cast<long long>(sync.lastStepCommBytes()));
     std::printf("PHASES forward %.4f backward %.4f finish %.4f optimizer %.4f (mean s, rank 0)\n",
                 phases[0] / steps, phases[1] / steps, phases[2] / steps, phases[3] / steps);
   }

@@ -12,5 +12,6 @@ list(APPEND COHORT_TRAINER_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/src/trainer.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/train_loop.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/train_step.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/mixed_precision.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/preemption_report.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/device_placement.cc)

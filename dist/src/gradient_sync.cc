@@ -48,7 +48,8 @@ std::size_t capBytes(double mb, const char* field) {
 std::string optionsText(const GradientSyncOptions& o) {
   std::ostringstream s;
   s << std::boolalpha << "bucketCapMb=" << o.bucketCapMb << ", firstBucketCapMb=" << o.firstBucketCapMb
-    << ", op=" << toString(o.op) << ", findUnusedParameters=" << o.findUnusedParameters;
+    << ", op=" << toString(o.op) << ", findUnusedParameters=" << o.findUnusedParameters
+    << ", bf16Communication=" << o.bf16Communication;
   return s.str();
 }
 
@@ -98,6 +99,7 @@ class GradientSync::Impl {
     at::Tensor grads;   // buffer[0:numel]
     at::Tensor flag;    // buffer[numel:numel+1]
     at::Tensor paramsFlat;  // the parameters' storage (flatParameters), same layout as grads
+    at::Tensor wire;        // bf16Communication: the bf16 copy of `buffer` that is reduced
     std::vector<std::size_t> params;
     std::size_t pending = 0;  // parameters not yet ready in the current step
     bool localUnused = false;
@@ -184,6 +186,7 @@ class GradientSync::Impl {
       if (!b.work) continue;
       try {
         b.work->wait();
+        if (b.wire.defined()) widenReduced(b);
       } catch (...) {
         if (!error) error = std::current_exception();
       }
@@ -290,6 +293,10 @@ class GradientSync::Impl {
   }
   const std::vector<ParamSlot>& slots() const { return slots_; }
   std::size_t numBuckets() const { return buckets_.size(); }
+  std::int64_t lastStepCommBytes() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return lastCommBytes_;
+  }
 
  private:
   class ReadyHook : public torch::autograd::FunctionPostHook {
@@ -415,6 +422,10 @@ class GradientSync::Impl {
         }
         bucketParams_.push_back(b.paramsFlat);
       }
+      if (options_.bf16Communication && at::isFloatingType(first.scalar_type()) &&
+          first.element_size() > 2) {
+        b.wire = at::empty({numel + 1}, first.options().dtype(at::kBFloat16).requires_grad(false));
+      }
       b.pending = b.params.size();
       bucketGrads_.push_back(b.grads);
       buckets_.push_back(std::move(b));
@@ -450,22 +461,43 @@ class GradientSync::Impl {
     p.tensor.mutable_grad() = p.gradView;
   }
 
+  // bf16Communication: the reduced bf16 values into the float gradients (this rank's partition
+  // after a reduce-scatter, everything with the flag after an all-reduce).
+  void widenReduced(Bucket& b) {
+    at::NoGradGuard noGrad;
+    if (!options_.shardedUpdate) {
+      b.buffer.copy_(b.wire);
+      return;
+    }
+    const auto [lo, hi] = partitionOf(static_cast<std::size_t>(b.grads.numel()), comm_.size(),
+                                      comm_.rank());
+    const auto first = static_cast<std::int64_t>(lo), count = static_cast<std::int64_t>(hi - lo);
+    b.grads.narrow(0, first, count).copy_(b.wire.narrow(0, first, count));
+  }
+
   // Launches complete buckets strictly in index order: bucket k+1 waits for bucket k even if
   // it completed first, so every rank issues the same sequence of collectives.
   void launchReadyBuckets() {
     while (nextLaunch_ < buckets_.size() && buckets_[nextLaunch_].pending == 0) {
       Bucket& b = buckets_[nextLaunch_++];
       b.launchTime = Clock::now();
+      if (!options_.shardedUpdate) b.flag.fill_(b.localUnused ? 1 : 0);
+      // bf16: the rounded copy travels (the flag, a small integer, is exact in bf16).
+      at::Tensor send = b.buffer;
+      if (b.wire.defined()) send = b.wire.copy_(b.buffer);
+      const std::int64_t numel = b.grads.numel();
       if (options_.shardedUpdate) {
-        b.work = comm_.reduceScatterAsync(b.grads, options_.op);
+        b.work = comm_.reduceScatterAsync(send.narrow(0, 0, numel), options_.op);
+        commBytes_ += numel * static_cast<std::int64_t>(send.element_size());
       } else {
-        b.flag.fill_(b.localUnused ? 1 : 0);
-        b.work = comm_.allReduceAsync(b.buffer, options_.op);
+        b.work = comm_.allReduceAsync(send, options_.op);
+        commBytes_ += (numel + 1) * static_cast<std::int64_t>(send.element_size());
       }
     }
   }
 
   void resetStep() {
+    if (nextLaunch_ > 0) lastCommBytes_ = std::exchange(commBytes_, 0);
     for (auto& p : params_) p.ready = false;
     for (auto& b : buckets_) {
       b.pending = b.params.size();
@@ -493,6 +525,7 @@ class GradientSync::Impl {
   bool sync_ = true;
   std::size_t nextLaunch_ = 0;
   std::exception_ptr hookError_;
+  std::int64_t commBytes_ = 0, lastCommBytes_ = 0;  // this step's, the last finished step's
 };
 
 GradientSync::GradientSync(torch::nn::Module& module, Communicator& comm,
@@ -547,5 +580,7 @@ std::vector<std::chrono::steady_clock::time_point> GradientSync::lastLaunchTimes
 }
 
 const GradientSyncOptions& GradientSync::options() const { return impl_->options(); }
+
+std::int64_t GradientSync::lastStepCommBytes() const { return impl_->lastStepCommBytes(); }
 
 }  // namespace cohort::dist

@@ -37,14 +37,13 @@ void Ring::pairMax(SignatureBuffer& v) {
 // The ring, shared by all_reduce (reduce-scatter then all-gather), reduce_scatter and
 // all_gather of partitions. Rank i's partition is partitionOf(count, n, i); the buffer is
 // processed slice by slice, slice k being the k-th chunk of every partition, so each slice
-// stays in cache. Half types are widened to float32 for the reduction and rounded once.
+// stays in cache. Half-type reductions take halfReduce() (below).
 void Ring::ring(void* buf, std::size_t count, DType dtype, ReduceOp op, bool reduceScatter,
                 bool allGather) {
   const int n = t_.size(), rank = t_.rank();
   if (count == 0 || n == 1) return;
-  const bool widen = isHalf(dtype) && reduceScatter;
-  const DType wt = widen ? DType::kFloat32 : dtype;  // working type
-  const std::size_t es = elementSize(wt), inEs = elementSize(dtype);
+  if (isHalf(dtype) && reduceScatter) return halfReduce(buf, count, dtype, op, allGather);
+  const std::size_t es = elementSize(dtype);
   const std::size_t chunk = std::max<std::size_t>(1, sliceBytes_ / es / n);
   std::size_t maxPart = 0;
   std::vector<std::size_t> start(n), part(n);
@@ -55,7 +54,6 @@ void Ring::ring(void* buf, std::size_t count, DType dtype, ReduceOp op, bool red
     maxPart = std::max(maxPart, part[i]);
   }
   if (reduceScatter && scratch_.size() < chunk * es) scratch_.resize(chunk * es);
-  if (widen && widened_.size() < chunk * n) widened_.resize(chunk * n);
   std::vector<char*> seg(n);
   std::vector<std::size_t> len(n);
   char* base = static_cast<char*>(buf);
@@ -63,29 +61,63 @@ void Ring::ring(void* buf, std::size_t count, DType dtype, ReduceOp op, bool red
     for (int i = 0; i < n; ++i) {
       const std::size_t off = std::min(k * chunk, part[i]);
       len[i] = std::min(chunk, part[i] - off);
-      if (widen) {
-        float* w = widened_.data() + static_cast<std::size_t>(i) * chunk;
-        widenToFloat(reinterpret_cast<const std::uint16_t*>(base + (start[i] + off) * inEs), w,
-                     len[i], dtype);
-        seg[i] = reinterpret_cast<char*>(w);
-      } else {
-        seg[i] = base + (start[i] + off) * inEs;
-      }
+      seg[i] = base + (start[i] + off) * es;
     }
     if (reduceScatter) {
-      ringReduceScatter(seg, len, wt, op);
-      if (op == ReduceOp::kAvg) divideBy(seg[rank], len[rank], wt, n);
+      ringReduceScatter(seg, len, dtype, op);
+      if (op == ReduceOp::kAvg) divideBy(seg[rank], len[rank], dtype, n);
     }
     if (allGather) ringAllGather(seg, len, es);
-    if (widen) {  // round once; after a bare reduce-scatter only our partition is defined
-      for (int i = 0; i < n; ++i) {
-        if (!allGather && i != rank) continue;
-        const std::size_t off = std::min(k * chunk, part[i]);
-        narrowFromFloat(reinterpret_cast<const float*>(seg[i]),
-                        reinterpret_cast<std::uint16_t*>(base + (start[i] + off) * inEs), len[i],
-                        dtype);
-      }
+  }
+}
+
+// bf16/fp16 reductions: the half type travels (half the bytes of float32), the sum is taken
+// in float32 and rounded once. A ring would have to pass partial sums on, rounded at every
+// hop; instead each rank receives every peer's copy of its own partition's slice (the same
+// bytes per rank as the ring's reduce-scatter: (n-1)/n of the buffer), reduces the n
+// contributions in rank order in float32 (so every partition is summed the same way,
+// whatever its place in the ring), and rounds once. The all-gather is the ring's, in halves.
+void Ring::halfReduce(void* buf, std::size_t count, DType dtype, ReduceOp op, bool allGather) {
+  const int n = t_.size(), rank = t_.rank();
+  constexpr std::size_t es = 2;
+  const std::size_t chunk = std::max<std::size_t>(1, sliceBytes_ / es / n);
+  std::size_t maxPart = 0;
+  std::vector<std::size_t> start(n), part(n);
+  for (int i = 0; i < n; ++i) {
+    const auto [lo, hi] = partitionOf(count, n, i);
+    start[i] = lo;
+    part[i] = hi - lo;
+    maxPart = std::max(maxPart, part[i]);
+  }
+  if (scratch_.size() < chunk * es * n) scratch_.resize(chunk * es * n);
+  if (widened_.size() < chunk * 2) widened_.resize(chunk * 2);
+  auto* base = static_cast<std::uint16_t*>(buf);
+  auto* received = reinterpret_cast<std::uint16_t*>(scratch_.data());
+  std::vector<char*> seg(n);
+  std::vector<std::size_t> len(n);
+  for (std::size_t k = 0; k * chunk < maxPart; ++k) {
+    for (int i = 0; i < n; ++i) {
+      const std::size_t off = std::min(k * chunk, part[i]);
+      len[i] = std::min(chunk, part[i] - off);
+      seg[i] = reinterpret_cast<char*>(base + start[i] + off);
     }
+    for (int p = 0; p < n; ++p) {
+      if (p == rank) continue;
+      t_.postRecv(p, kDataTag, received + static_cast<std::size_t>(p) * chunk, len[rank] * es);
+      t_.postSend(p, kDataTag, seg[p], len[p] * es);
+    }
+    waitAll();
+    float* acc = widened_.data();
+    float* one = acc + chunk;
+    for (int r = 0; r < n; ++r) {
+      const std::uint16_t* src = r == rank ? reinterpret_cast<const std::uint16_t*>(seg[rank])
+                                           : received + static_cast<std::size_t>(r) * chunk;
+      widenToFloat(src, r == 0 ? acc : one, len[rank], dtype);
+      if (r > 0) reduceInto(acc, one, len[rank], DType::kFloat32, op);  // kAvg: sums
+    }
+    if (op == ReduceOp::kAvg) divideBy(acc, len[rank], DType::kFloat32, n);
+    narrowFromFloat(acc, reinterpret_cast<std::uint16_t*>(seg[rank]), len[rank], dtype);
+    if (allGather) ringAllGather(seg, len, es);
   }
 }
 

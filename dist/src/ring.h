@@ -2,8 +2,8 @@
 // reduce-scatter and all-gather of partitions, and the two-rank swaps. Torch- and MPI-free,
 // so tests run them over an in-memory transport with N ranks as threads.
 //
-// The buffer is processed slice by slice so each slice stays in cache; bf16/fp16 are
-// widened to float32 per slice and rounded once. With two ranks (other dtypes) the two ring
+// The buffer is processed slice by slice so each slice stays in cache; bf16/fp16 travel as
+// themselves (half the bytes) and are summed in float32 per slice and rounded once. With two ranks (other dtypes) the two ring
 // steps are pipelined across slices (pairAllReduce). Every function here is COLLECTIVE over
 // the transport's group: all ranks call it with the same count, dtype, op and slice size.
 // Private to cohort_dist.
@@ -45,6 +45,7 @@ class Ring {
   void ring(void* buf, std::size_t count, DType dtype, ReduceOp op, bool reduceScatter,
             bool allGather);
   void pairAllReduce(void* buf, std::size_t count, DType dtype, ReduceOp op);
+  void halfReduce(void* buf, std::size_t count, DType dtype, ReduceOp op, bool allGather);
   void ringReduceScatter(const std::vector<char*>& seg, const std::vector<std::size_t>& len,
                          DType wt, ReduceOp reduce);
   void ringAllGather(const std::vector<char*>& seg, const std::vector<std::size_t>& len,

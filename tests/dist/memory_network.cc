@@ -165,7 +165,7 @@ class MemoryNetwork final : public dist::detail::Network {
 
 }  // namespace
 
-MemoryHub::MemoryHub(int size) : size_(size), sent_(size, 0) {
+MemoryHub::MemoryHub(int size) : size_(size), sent_(size, 0), sentBytes_(size, 0) {
   for (int r = 0; r < size; ++r) {
     boxes_.push_back(std::make_unique<Box>());
     dead_.push_back(std::make_unique<std::atomic<bool>>(false));
@@ -192,6 +192,11 @@ std::int64_t MemoryHub::dataMessagesSent(int rank) {
   return sent_[rank];
 }
 
+std::int64_t MemoryHub::dataBytesSent(int rank) {
+  std::lock_guard<std::mutex> lock(faultMu_);
+  return sentBytes_[rank];
+}
+
 void MemoryHub::failAtDataMessage(int rank, std::int64_t nth) {
   std::lock_guard<std::mutex> lock(faultMu_);
   fail_[rank] = nth;
@@ -201,6 +206,7 @@ bool MemoryHub::sendData(int from, int to, int tag, const void* data, std::size_
   {
     std::lock_guard<std::mutex> lock(faultMu_);
     const std::int64_t nth = sent_[from]++;
+    sentBytes_[from] += static_cast<std::int64_t>(bytes);
     auto at = [&](const std::map<int, std::int64_t>& plan) {
       auto it = plan.find(from);
       return it != plan.end() && it->second == nth;

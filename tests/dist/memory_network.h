@@ -35,8 +35,9 @@ class MemoryHub {
   // Posting that message throws DistError on the rank (which stays alive: it can abort).
   void failAtDataMessage(int rank, std::int64_t nth);
   bool dead(int rank) const { return dead_[rank]->load(); }
-  // Data messages `rank` has posted so far.
+  // Data messages `rank` has posted so far, and their bytes.
   std::int64_t dataMessagesSent(int rank);
+  std::int64_t dataBytesSent(int rank);
 
   // For the transport and control channel of rank `from`. sendData returns false for an
   // injected send failure.
@@ -62,7 +63,7 @@ class MemoryHub {
   std::vector<std::unique_ptr<Box>> boxes_;
   std::vector<std::unique_ptr<std::atomic<bool>>> dead_;
   std::mutex faultMu_;  // guards the fault plan and the counters
-  std::vector<std::int64_t> sent_;
+  std::vector<std::int64_t> sent_, sentBytes_;
   std::map<int, std::int64_t> drop_, die_, fail_;
 };
 

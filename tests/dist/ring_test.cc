@@ -181,6 +181,43 @@ TEST_P(UnitRing, MatchesTheSingleProcessReference) {
 
 INSTANTIATE_TEST_SUITE_P(WorldSizes, UnitRing, ::testing::Values(1, 2, 3, 4, 5));
 
+// bf16/fp16 reductions put the half type on the wire: every rank sends exactly half the bytes
+// of the same all-reduce (and reduce-scatter) in float32, while the sum is still taken in
+// float32 and rounded once (256 + 1 + 1 + 1 = 259 -> bf16 260, where bf16 partial sums
+// passed hop to hop would stay at 256).
+TEST(UnitRingHalf, HalfTypesSendHalfTheBytesOfFloat32AndRoundOnce) {
+  for (int n : {2, 3, 4}) {
+    const std::size_t count = 4099;
+    MemoryHub hub(n);
+    BackendOptions o;
+    o.timeoutSeconds = 60;
+    o.sliceBytes = 4096;
+    o.checkArguments = false;  // only the collectives' own messages are counted
+    std::vector<std::int64_t> bytes32(n), bytes16(n);
+    std::vector<float> got(n);
+    runRanks(hub, o, [&](int rank, Backend& b) {
+      std::vector<float> f(count, 1.0f);
+      b.allReduce(f.data(), count, DType::kFloat32, ReduceOp::kSum)->wait();
+      b.reduceScatter(f.data(), count, DType::kFloat32, ReduceOp::kSum)->wait();
+      bytes32[rank] = hub.dataBytesSent(rank);
+      std::vector<std::uint16_t> h(count, detail::floatToBf16(rank == 0 ? 256.0f : 1.0f));
+      b.allReduce(h.data(), count, DType::kBFloat16, ReduceOp::kSum)->wait();
+      b.reduceScatter(h.data(), count, DType::kBFloat16, ReduceOp::kSum)->wait();
+      bytes16[rank] = hub.dataBytesSent(rank) - bytes32[rank];
+      got[rank] = detail::bf16ToFloat(h[partitionOf(count, n, rank).first]);
+    });
+    for (int r = 0; r < n; ++r) {
+      EXPECT_GT(bytes32[r], 0);
+      EXPECT_EQ(2 * bytes16[r], bytes32[r]) << "world " << n << " rank " << r;
+    }
+    // After the all-reduce every element is 256 + (n-1); the reduce-scatter then sums that n
+    // times: n * (255 + n) rounded once to bf16.
+    const float once = detail::bf16ToFloat(detail::floatToBf16(
+        static_cast<float>(n) * detail::bf16ToFloat(detail::floatToBf16(255.0f + n))));
+    for (int r = 0; r < n; ++r) EXPECT_EQ(got[r], once) << "world " << n << " rank " << r;
+  }
+}
+
 // The collectives outside the ring (the in-memory network's own) and the argument check.
 TEST(UnitRingGroup, ArgumentMismatchIsTheSameErrorAsUnderMpi) {
   for (int n : {2, 3}) {

@@ -76,6 +76,9 @@ run no_eval     2 2 eval_strategy --eval_strategy=steps train
 run on_start    4 2 eval_on_start --eval_on_start --eval_strategy=epoch train
 run bad_type    2 2 per_device_train_batch_size --per_device_train_batch_size=eight
 run no_file     2 2 "/nonexistent/job.txtpb" --config /nonexistent/job.txtpb
+run fp16_bf16   2 2 "at most one of fp16 and bf16" --fp16 --bf16
+run fp16_cpu    2 2 "fp16: needs a CUDA device" --fp16 train
+run tf32_cpu    2 2 "tf32: needs an Ampere" --tf32
 run hf_json     2 0 "OK 2 ranks" --config "$fixtures/hf_training_args.json" train eval
 
 if [ $failures -ne 0 ]; then

@@ -9,6 +9,7 @@
 #include <exception>
 #include <memory>
 
+#include "cohort/dist/device.h"
 #include "cohort/dist/runtime.h"
 #include "cohort/trainer/training_args.h"
 
@@ -32,7 +33,10 @@ int main(int argc, char** argv) {
       return std::find(cl.positional.begin(), cl.positional.end(), what) != cl.positional.end();
     };
     ct::logWarnings(cl.warnings, rank);
-    ct::logWarnings(ct::validate(cl.args, {has("train"), has("eval")}), rank);
+    // The device the examples would train on: a GPU when this build can use one.
+    const bool cuda = cohort::dist::cudaCollectivesAvailable() &&
+                      cohort::dist::visibleCudaDeviceCount() > 0;
+    ct::logWarnings(ct::validate(cl.args, {has("train"), has("eval"), cuda}), rank);
     if (rank == 0)
       std::printf("OK %d ranks, logging every %lld of 100 steps\n", rt->worldSize(),
                   static_cast<long long>(ct::resolveLoggingSteps(cl.args, 100)));

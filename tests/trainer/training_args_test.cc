@@ -143,14 +143,19 @@ TEST(UnitTrainingArgs, LoadsHuggingFaceJson) {
   EXPECT_FALSE(a.has_dataloader_prefetch_factor());
   EXPECT_EQ(a.resume_from_checkpoint(), "");
   EXPECT_TRUE(a.label_names().empty());
+  EXPECT_TRUE(a.bf16());        // HF's precision flags are read (issue 15)
+  EXPECT_FALSE(a.has_tf32());   // null: unset
   // One warning line that lists the HF fields Cohort does not implement.
   ASSERT_EQ(w.size(), 1u);
-  for (const char* k : {"bf16", "push_to_hub", "fsdp_config", "hub_token", "do_predict",
+  for (const char* k : {"fp16_opt_level", "push_to_hub", "fsdp_config", "hub_token", "do_predict",
                         "remove_unused_columns", "average_tokens_across_devices"}) {
     EXPECT_NE(w[0].find(k), std::string::npos) << k << " missing from: " << w[0];
   }
   EXPECT_EQ(w[0].find('\n'), std::string::npos);
   EXPECT_EQ(w[0].find("learning_rate"), std::string::npos) << "a field we read is not ignored";
+  // The precision flags are read now (issue 15), not ignored.
+  EXPECT_EQ(w[0].find("tf32"), std::string::npos) << w[0];
+  EXPECT_EQ(w[0].find(" bf16,"), std::string::npos) << w[0];
   EXPECT_NO_THROW(validate(a, {true, true}));
 }
 
@@ -262,7 +267,7 @@ TEST(UnitTrainingArgs, CommandLineErrors) {
            {{"--learning_rat=0.1"}, {"--learning_rat", "did you mean --learning_rate?"}},
            {{"--per_device_train_batchsize", "4"}, {"did you mean --per_device_train_batch_size?"}},
            {{"--frobnicate=1"}, {"--frobnicate", "--help"}},
-           {{"--fp16"}, {"--fp16"}},  // an HF field Cohort does not implement
+           {{"--fp16_opt_level=O1"}, {"--fp16_opt_level"}},  // an HF field Cohort does not implement
            {{"--per_device_train_batch_size=8.5"}, {"per_device_train_batch_size", "8.5"}},
            {{"--per_device_train_batch_size=3000000000"}, {"per_device_train_batch_size", "range"}},
            {{"--max_steps=99999999999999999999"}, {"max_steps", "range"}},

@@ -83,6 +83,12 @@ TEST(UnitTrainingArgs, EveryInvalidSettingNamesItsField) {
       {{"jit_kill_wait=-1"}, {}, "jit_kill_wait"},
       {{"label_names=labels,"}, {}, "label_names"},
       {{"max_grad_norm=inf"}, {}, "max_grad_norm"},
+      // HF's precision rules; the device rules only when the device is known.
+      {{"fp16=true", "bf16=true"}, {}, "fp16"},
+      {{"fp16_full_eval=true", "bf16_full_eval=true"}, {}, "fp16_full_eval"},
+      {{"fp16=true"}, {true, true, /*onCuda=*/false}, "fp16"},
+      {{"fp16_full_eval=true"}, {true, true, false}, "fp16_full_eval"},
+      {{"tf32=true"}, {true, true, false}, "tf32"},
   };
   for (const auto& c : cases) {
     std::string desc;
@@ -128,11 +134,17 @@ TEST(UnitTrainingArgs, ValidCombinationsPass) {
            {"optim=sgd", "max_grad_norm=0"},
            {"neftune_noise_alpha=0"},
            {"save_total_limit=0"},
+           {"bf16=true", "bf16_full_eval=true", "tf32=false", "ddp_bf16_grad_comm=true"},
+           {"fp16=true"},  // the device is not known yet: checked by the Trainer
+           {"bf16=true", "fp16_full_eval=true"},  // as in HF: training and eval flags are separate
        }) {
     std::string desc;
     for (const auto& s : o) desc += s + " ";
     EXPECT_NO_THROW(validate(with(o), both)) << desc;
   }
+  const ValidationContext cpu{true, true, /*onCuda=*/false}, cuda{true, true, true};
+  EXPECT_NO_THROW(validate(with({"bf16=true", "tf32=false"}), cpu));
+  EXPECT_NO_THROW(validate(with({"fp16=true", "fp16_full_eval=true", "tf32=true"}), cuda));
 }
 
 TEST(UnitTrainingArgs, WarmupStepsAndRatioWarnAndStepsWin) {

@@ -6,6 +6,7 @@
 
 #include "cohort/trainer/preemption.h"
 #include "cohort/trainer/trainer.h"
+#include "mixed_precision.h"
 
 namespace cohort::trainer {
 
@@ -18,6 +19,7 @@ PredictionOutput Trainer::predict(std::shared_ptr<const Dataset> dataset,
   struct Idle {
     ~Idle() { setTrainingPhase(TrainingPhase::kIdle); }
   } idle;
+  const FullEvalCast cast(parts_.model.get(), args_, /*inTrain=*/control_ != nullptr);
   EvalResult r = trainer::evaluate(comm_, ep, eo);
   PredictionOutput out;
   out.numSamples = r.numSamples;

@@ -28,6 +28,11 @@ ckpt::Manifest makeHeader(const TrainingArguments& args, const TrainerState& sta
   t.set_best_global_step(state.bestGlobalStep);
   t.set_total_loss(state.totalLoss);
   t.set_total_loss_steps(state.totalLossSteps);
+  if (state.lossScale > 0) {
+    t.set_loss_scale(state.lossScale);
+    t.set_loss_scale_growth_tracker(state.lossScaleGrowthTracker);
+  }
+  if (state.skippedSteps > 0) t.set_skipped_steps(state.skippedSteps);
   for (const LogEntry& e : state.logHistory) {
     ckpt::LogRecord* r = t.add_log_history();
     r->set_step(e.step);
@@ -56,6 +61,9 @@ DataPosition applyHeader(const ckpt::Manifest& m, TrainerState& state) {
   state.bestGlobalStep = t.best_global_step();
   state.totalLoss = t.total_loss();  // 0 and 0 steps when the checkpoint predates the sum
   state.totalLossSteps = t.total_loss_steps();
+  state.lossScale = t.loss_scale();  // 0: not saved (the run starts at the initial scale)
+  state.lossScaleGrowthTracker = t.loss_scale_growth_tracker();
+  state.skippedSteps = t.skipped_steps();
   state.logHistory.clear();
   for (const ckpt::LogRecord& r : t.log_history()) {
     LogEntry e;

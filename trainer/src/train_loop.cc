@@ -32,10 +32,11 @@ torch::nn::Module& inTrainingMode(torch::nn::Module& m) {
   return m;
 }
 
-dist::GradientSyncOptions syncOptions(const TrainerParts& parts) {
+dist::GradientSyncOptions syncOptions(const TrainerParts& parts, const TrainingArguments& args) {
   dist::GradientSyncOptions so;
   so.op = dist::ReduceOp::kSum;  // losses are normalised by the global item count
   so.shardedUpdate = parts.shardedUpdate;
+  so.bf16Communication = args.ddp_bf16_grad_comm();
   return so;
 }
 
@@ -70,7 +71,7 @@ TrainRun::TrainRun(const TrainingArguments& args, dist::Communicator& comm,
              prefetchFactor(args), args.dataloader_persistent_workers(),
              /*pinMemory=*/args.dataloader_pin_memory() && device.is_cuda()),
       model(inTrainingMode(*parts.model)),
-      sync(model, comm, syncOptions(parts)),
+      sync(model, comm, syncOptions(parts, args)),
       optimizer(sync, optimizerOptions(args), parts.decayParameter),
       consensus(makeRunConsensus(comm)),
       checkpointer(*consensus),
@@ -93,7 +94,7 @@ TrainLoop::TrainLoop(Trainer& trainer, TrainRun& run, DataPosition next,
   saveEvery_ = args_.save_strategy() == "steps" ? resolveSaveSteps(args_, maxSteps) : 0;
   trackBest_ = args_.has_metric_for_best_model() || args_.load_best_model_at_end() ||
                args_.save_strategy() == "best";
-  lr_ = lrAt(t_.state_.globalStep);
+  lr_ = lrAt(t_.state_.globalStep - t_.state_.skippedSteps);  // fp16 skips: HF's scheduler
   lastLr_ = args_.learning_rate();
 }
 
@@ -220,7 +221,7 @@ void TrainLoop::advance(const StepResult& step) {
               : DataPosition{data.epoch, data.stepInEpoch + 1};
   state.epoch = static_cast<double>(data.epoch) + static_cast<double>(data.stepInEpoch + 1) /
                                                       static_cast<double>(state.stepsPerEpoch);
-  lr_ = lrAt(state.globalStep);  // the next step's, once
+  lr_ = lrAt(state.globalStep - state.skippedSteps);  // the next step's, once
   // On the device, in the order the host sums ran (state.totalLoss: see settleLoss()).
   const at::Tensor stepLoss = step.reduced.select(0, 1);
   intervalLoss_ = intervalLoss_ + stepLoss;

@@ -82,6 +82,7 @@ struct StepResult {
   double lr = 0.0;            // the learning rate this step uses
   at::Tensor localLoss;       // [] float64: this rank's sum of micro-batch losses
   at::Tensor reduced;         // [2] float64, reduced: squared grad norm, step loss
+  bool skipped = false;       // fp16: non-finite gradients, the optimizer step was skipped
 };
 
 // The optimizer-step loop of one train() call. Borrows the Trainer (a friend: it updates the

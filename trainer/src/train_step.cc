@@ -11,9 +11,41 @@
 #include "cohort/dist/types.h"
 #include "cohort/trainer/preemption.h"
 #include "device_placement.h"
+#include "mixed_precision.h"
 #include "train_loop.h"
 
 namespace cohort::trainer {
+
+namespace {
+
+// The test seam's injected overflow (mixed_precision.h): on the chosen rank and step, the
+// first trainable parameter's gradient of the step's last micro-batch becomes +inf before it
+// reaches the gradient buckets. Does nothing otherwise.
+class InfInjection {
+ public:
+  InfInjection(torch::nn::Module& model, int rank, std::int64_t step, bool lastMicro) {
+    const LossScalingTestHooks* h = lossScalingTestHooks();
+    if (h == nullptr || !lastMicro || h->injectAtStep != step || h->injectRank != rank) return;
+    for (const auto& p : model.parameters()) {
+      if (!p.requires_grad()) continue;
+      param_ = p;
+      hook_ = param_.register_hook(
+          [](const at::Tensor& g) { return at::full_like(g, INFINITY); });
+      return;
+    }
+  }
+  ~InfInjection() {
+    if (param_.defined()) param_.remove_hook(hook_);
+  }
+  InfInjection(const InfInjection&) = delete;
+  InfInjection& operator=(const InfInjection&) = delete;
+
+ private:
+  at::Tensor param_;
+  unsigned hook_ = 0;
+};
+
+}  // namespace
 
 at::TensorOptions TrainLoop::onDevice(at::ScalarType dtype) const {
   return at::TensorOptions().dtype(dtype).device(run_.device);
@@ -81,6 +113,8 @@ at::Tensor TrainLoop::microLoss(const Batch& b, const StepResult& step) {
     for (const auto& p : run_.model.parameters()) loss = loss + p.sum() * 0.0;
     return loss;
   }
+  // HF: autocast (bf16 / fp16) around forward and loss; backward runs outside it.
+  AutocastScope autocast(run_.device.type(), autocastDtype(args_), args_.bf16() || args_.fp16());
   const ModelOutput out = t_.parts_.forward(b);
   if (!t_.defaultLoss_) return t_.parts_.computeLoss(out, b.labels, step.numItems);
   const at::Tensor items = step.stats.select(0, static_cast<std::int64_t>(dist::StepStatsSlot::kNumItems));
@@ -97,11 +131,17 @@ void TrainLoop::forwardBackward(StepResult& step) {
   const std::vector<Batch>& micro = step.data.micro;
   // The host used to add loss.item() per micro-batch from 0.0: the same float64 additions.
   step.localLoss = at::zeros({}, onDevice(at::kDouble));
+  // fp16: the loss is scaled before backward (GradScaler.scale), gradients are unscaled in
+  // reduceAndClip; the logged loss is the unscaled one.
+  const bool scaling = lossScalingOn(args_);
+  TrainerState& state = t_.state_;
+  if (scaling && !(state.lossScale > 0)) state.lossScale = lossScaleOptions().initScale;
   for (std::size_t m = 0; m < micro.size(); ++m) {
     std::optional<dist::GradientSync::NoSyncGuard> guard;
     if (m + 1 < micro.size()) guard.emplace(run_.sync.noSync());
     at::Tensor loss = microLoss(micro[m], step);
-    loss.backward();
+    InfInjection inject(run_.model, rank_, state.globalStep + 1, m + 1 == micro.size());
+    (scaling ? loss * state.lossScale : loss).backward();
     step.localLoss = step.localLoss + loss.detach().to(at::kDouble);
   }
   phases_.lap(PhaseClock::kForwardBackward);
@@ -110,9 +150,21 @@ void TrainLoop::forwardBackward(StepResult& step) {
 }
 
 void TrainLoop::reduceAndClip(StepResult& step) {
-  // One small all-reduce: this rank's share of the squared gradient norm and of the loss.
-  at::Tensor normSq = at::zeros({}, onDevice(at::kDouble));
   const auto& grads = run_.sync.bucketGradients();
+  const bool scaling = lossScalingOn(args_);
+  if (scaling) {
+    // GradScaler.unscale_: the reduced gradients times the float32 reciprocal of the scale
+    // (a power of two: exact), before the norm and the clipping.
+    const double inv = inverseScale(t_.state_.lossScale);
+    for (std::size_t k = 0; k < grads.size(); ++k) {
+      const auto [lo, hi] = run_.sync.ownedRange(k);
+      grads[k].slice(0, lo, hi).mul_(inv);
+    }
+  }
+  // One small all-reduce: this rank's share of the squared gradient norm and of the loss.
+  // A non-finite gradient on any rank makes the reduced norm non-finite on every rank: the
+  // found-inf flag of loss scaling rides this all-reduce, no extra collective.
+  at::Tensor normSq = at::zeros({}, onDevice(at::kDouble));
   for (std::size_t k = 0; k < grads.size(); ++k) {
     const auto [lo, hi] =
         dist::partitionOf(static_cast<std::size_t>(grads[k].numel()), world_, rank_);
@@ -124,7 +176,12 @@ void TrainLoop::reduceAndClip(StepResult& step) {
   }
   step.reduced = at::stack({normSq, step.localLoss});
   t_.comm_.allReduce(step.reduced);
-  if (args_.max_grad_norm() > 0) {
+  if (scaling) {
+    // The host decides whether the optimizer runs (torch's GradScaler.step reads found_inf
+    // the same way): one counted read per step with loss scaling.
+    step.skipped = !std::isfinite(readToHost(step.reduced.select(0, 0)).item<double>());
+  }
+  if (args_.max_grad_norm() > 0 && !step.skipped) {
     // As torch's clip_grad_norm_: coef = max / (norm + 1e-6), applied when < 1. Decided on
     // the device (a factor of exactly 1 otherwise, which leaves the gradients' bits alone).
     const at::Tensor norm = step.reduced.select(0, 0).sqrt();
@@ -151,7 +208,24 @@ void TrainLoop::optimizerStep(const StepResult& step) {
           std::chrono::duration<double>(TrainClock::now() - t0).count());
     }
   }
-  run_.optimizer.step(step.lr);
+  TrainerState& state = t_.state_;
+  if (!step.skipped) run_.optimizer.step(step.lr);
+  if (lossScalingOn(args_)) {
+    // GradScaler.update(); a skipped step leaves the parameters, the moments, Adam's step
+    // count and the learning-rate schedule where they were (HF: the scheduler does not step).
+    LossScaleState s{state.lossScale, state.lossScaleGrowthTracker};
+    updateLossScale(s, step.skipped, lossScaleOptions());
+    if (step.skipped) {
+      ++state.skippedSteps;
+      if (rank_ == 0) {
+        COHORT_LOG_INFO("step {}: non-finite gradients, optimizer step skipped (loss scale "
+                        "{} -> {}, {} skipped so far)",
+                        state.globalStep + 1, state.lossScale, s.scale, state.skippedSteps);
+      }
+    }
+    state.lossScale = s.scale;
+    state.lossScaleGrowthTracker = s.growthTracker;
+  }
   phases_.lap(PhaseClock::kOptimizer);
 }
 

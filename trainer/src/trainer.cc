@@ -24,6 +24,7 @@
 #include "cohort/trainer/schedule.h"
 #include "cohort/trainer/training_args.h"
 #include "device_placement.h"
+#include "mixed_precision.h"
 #include "resume.h"
 #include "save_policy.h"
 #include "train_loop.h"
@@ -87,7 +88,9 @@ Trainer::Trainer(TrainingArguments args, dist::Communicator& comm, TrainerParts 
   ValidationContext ctx;
   ctx.hasTrainDataset = parts_.trainDataset != nullptr;
   ctx.hasEvalDataset = parts_.evalDataset != nullptr;
+  if (parts_.model) ctx.onCuda = modelDevice(*parts_.model).is_cuda();
   logWarnings(validate(args_, ctx), comm_.rank());
+  applyTf32(args_);  // HF sets LibTorch's TF32 switches in __post_init__
   if (!parts_.model || !parts_.forward) {
     throw ConfigError("Trainer: a model and a forward function are required");
   }
@@ -124,6 +127,24 @@ std::pair<EvalParts, EvalOptions> Trainer::evalSetup(std::shared_ptr<const Datas
   EvalParts ep;
   ep.model = parts_.model.get();
   ep.forward = parts_.forward;
+  if (args_.bf16() || args_.fp16()) {
+    // As accelerate wraps the model's forward: autocast, then floating outputs back to
+    // float32 (convert_outputs_to_fp32) for the loss, the metrics and the gathers.
+    const c10::DeviceType device = modelDevice(*parts_.model).type();
+    const at::ScalarType dtype = autocastDtype(args_);
+    ep.forward = [f = parts_.forward, device, dtype](const Batch& b) {
+      ModelOutput out;
+      {
+        AutocastScope autocast(device, dtype, true);
+        out = f(b);
+      }
+      for (at::Tensor* t : {&out.logits, &out.loss}) {
+        if (!t->defined()) continue;
+        if (t->scalar_type() == at::kBFloat16 || t->scalar_type() == at::kHalf) *t = t->to(at::kFloat);
+      }
+      return out;
+    };
+  }
   ep.dataset = std::move(dataset);
   ep.collator = parts_.collator;
   ep.loss = parts_.evalLoss;
@@ -141,6 +162,7 @@ std::map<std::string, double> Trainer::evaluate(const std::string& metricKeyPref
   if (!parts_.evalDataset) throw ConfigError("evaluate() needs an eval dataset");
   const auto [ep, eo] = evalSetup(parts_.evalDataset, metricKeyPrefix);
   setTrainingPhase(TrainingPhase::kEval);
+  const FullEvalCast cast(parts_.model.get(), args_, /*inTrain=*/control_ != nullptr);
   const EvalResult r = trainer::evaluate(comm_, ep, eo);
   setTrainingPhase(TrainingPhase::kIdle);
   evalInterrupted_ = r.interrupted;

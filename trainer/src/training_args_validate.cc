@@ -216,6 +216,27 @@ void checkJitCheckpoint(const TrainingArguments& a) {
   }
 }
 
+// HF's __post_init__ rules for the precision flags; the device rules when it is known.
+void checkPrecision(const TrainingArguments& a, const ValidationContext& ctx) {
+  if (a.fp16() && a.bf16()) {
+    fail("fp16", "cannot be combined with bf16: at most one of fp16 and bf16 can be true");
+  }
+  if (a.fp16_full_eval() && a.bf16_full_eval()) {
+    fail("fp16_full_eval", "cannot be combined with bf16_full_eval: at most one of them can be "
+                           "true");
+  }
+  if (!ctx.onCuda.has_value() || *ctx.onCuda) return;
+  const char* fp16Why =
+      "needs a CUDA device (as in Hugging Face, float16 autocast and loss scaling are "
+      "GPU-only); this model is on the CPU: use bf16 there";
+  if (a.fp16()) fail("fp16", fp16Why);
+  if (a.fp16_full_eval()) fail("fp16_full_eval", fp16Why);
+  if (a.has_tf32() && a.tf32()) {
+    fail("tf32", "needs an Ampere or newer CUDA GPU (TF32 is a GPU matmul mode); this model "
+                 "is on the CPU");
+  }
+}
+
 }  // namespace
 
 Warnings validate(const TrainingArguments& a, const ValidationContext& ctx) {
@@ -227,6 +248,7 @@ Warnings validate(const TrainingArguments& a, const ValidationContext& ctx) {
   checkDataLoading(a);
   checkSaving(a);
   checkJitCheckpoint(a);
+  checkPrecision(a, ctx);
   return warnings;
 }
 

@@ -70,6 +70,12 @@ struct GradientSyncOptions {
   // memory fall by the world size and the result is bit-identical to the replicated update.
   // After finish(), .grad() holds the reduced gradient only inside ownedRange.
   bool shardedUpdate = false;
+  // Gradient communication in bfloat16 (PyTorch's bf16_compress_hook): at launch a float32 or
+  // float64 bucket is rounded into a bfloat16 copy, that copy is reduced (the backends sum
+  // bf16 in float32 and round once) and the result is widened back into the bucket's
+  // gradients in finish(). Half the bytes of float32 on the wire; each summed gradient is
+  // rounded to bf16's 8 significant bits. Buckets that already are bf16/fp16 are sent as is.
+  bool bf16Communication = false;
 };
 
 // Where one parameter's gradient lives.
@@ -157,6 +163,9 @@ class GradientSync {
   // time_point for a bucket never launched). For overlap tests and tracing.
   std::vector<std::chrono::steady_clock::time_point> lastLaunchTimes() const;
   const GradientSyncOptions& options() const;
+  // Bytes this rank handed to the communicator for gradient reductions in the last
+  // synchronised step (element size of the dtype sent x elements), for benchmarks.
+  std::int64_t lastStepCommBytes() const;
 
   class Impl;
 

@@ -78,6 +78,13 @@ struct TrainerState {
   std::string bestModelCheckpoint;
   std::string resumedFrom;  // the checkpoint this run resumed from ("" for a fresh start)
   std::string lastCheckpoint;  // the newest checkpoint this run completed
+  // fp16: torch.amp.GradScaler's scale (0 when the run does not scale losses) and the finite
+  // steps since it last changed; checkpointed.
+  double lossScale = 0.0;
+  std::int64_t lossScaleGrowthTracker = 0;
+  // Optimizer steps skipped for non-finite gradients (fp16). They count in globalStep, as in
+  // HF, but the learning-rate schedule did not advance: it is at globalStep - skippedSteps.
+  std::int64_t skippedSteps = 0;
 };
 
 // Set by callbacks to steer the loop (HF's TrainerControl).

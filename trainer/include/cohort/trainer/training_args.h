@@ -100,6 +100,9 @@ std::string helpText(const ProgramInfo& program = {});
 struct ValidationContext {
   std::optional<bool> hasTrainDataset;
   std::optional<bool> hasEvalDataset;
+  // The model trains on a CUDA device (fp16, fp16_full_eval and tf32 need one, as in HF);
+  // nullopt: not known yet (the Trainer's constructor knows: the model's device).
+  std::optional<bool> onCuda;
 };
 
 // Throws ConfigError (naming the field) for the first invalid setting; returns warnings
