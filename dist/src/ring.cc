@@ -10,6 +10,33 @@ namespace {
 
 bool isHalf(DType t) { return t == DType::kBFloat16 || t == DType::kFloat16; }
 
+// The partitions of a ring collective, walked slice by slice: slice k is the k-th chunk
+// (of `chunk` elements) of every rank's partition partitionOf(count, n, i).
+struct Slices {
+  Slices(std::size_t count, int n, std::size_t chunkElems)
+      : chunk(chunkElems), start(n), part(n), seg(n), len(n) {
+    for (int i = 0; i < n; ++i) {
+      const auto [lo, hi] = partitionOf(count, n, i);
+      start[i] = lo;
+      part[i] = hi - lo;
+      maxPart = std::max(maxPart, part[i]);
+    }
+  }
+  std::size_t count() const { return (maxPart + chunk - 1) / chunk; }
+  // Points seg/len at slice k of every partition of `base` (elements of `es` bytes).
+  void select(std::size_t k, char* base, std::size_t es) {
+    for (std::size_t i = 0; i < start.size(); ++i) {
+      const std::size_t off = std::min(k * chunk, part[i]);
+      len[i] = std::min(chunk, part[i] - off);
+      seg[i] = base + (start[i] + off) * es;
+    }
+  }
+  std::size_t chunk, maxPart = 0;
+  std::vector<std::size_t> start, part;
+  std::vector<char*> seg;
+  std::vector<std::size_t> len;
+};
+
 }  // namespace
 
 void Ring::allReduce(void* buf, std::size_t count, DType dtype, ReduceOp op) {
@@ -45,24 +72,13 @@ void Ring::ring(void* buf, std::size_t count, DType dtype, ReduceOp op, bool red
   if (isHalf(dtype) && reduceScatter) return halfReduce(buf, count, dtype, op, allGather);
   const std::size_t es = elementSize(dtype);
   const std::size_t chunk = std::max<std::size_t>(1, sliceBytes_ / es / n);
-  std::size_t maxPart = 0;
-  std::vector<std::size_t> start(n), part(n);
-  for (int i = 0; i < n; ++i) {
-    const auto [lo, hi] = partitionOf(count, n, i);
-    start[i] = lo;
-    part[i] = hi - lo;
-    maxPart = std::max(maxPart, part[i]);
-  }
+  Slices sl(count, n, chunk);
   if (reduceScatter && scratch_.size() < chunk * es) scratch_.resize(chunk * es);
-  std::vector<char*> seg(n);
-  std::vector<std::size_t> len(n);
+  const std::vector<char*>& seg = sl.seg;
+  const std::vector<std::size_t>& len = sl.len;
   char* base = static_cast<char*>(buf);
-  for (std::size_t k = 0; k * chunk < maxPart; ++k) {
-    for (int i = 0; i < n; ++i) {
-      const std::size_t off = std::min(k * chunk, part[i]);
-      len[i] = std::min(chunk, part[i] - off);
-      seg[i] = base + (start[i] + off) * es;
-    }
+  for (std::size_t k = 0; k < sl.count(); ++k) {
+    sl.select(k, base, es);
     if (reduceScatter) {
       ringReduceScatter(seg, len, dtype, op);
       if (op == ReduceOp::kAvg) divideBy(seg[rank], len[rank], dtype, n);
@@ -81,26 +97,15 @@ void Ring::halfReduce(void* buf, std::size_t count, DType dtype, ReduceOp op, bo
   const int n = t_.size(), rank = t_.rank();
   constexpr std::size_t es = 2;
   const std::size_t chunk = std::max<std::size_t>(1, sliceBytes_ / es / n);
-  std::size_t maxPart = 0;
-  std::vector<std::size_t> start(n), part(n);
-  for (int i = 0; i < n; ++i) {
-    const auto [lo, hi] = partitionOf(count, n, i);
-    start[i] = lo;
-    part[i] = hi - lo;
-    maxPart = std::max(maxPart, part[i]);
-  }
+  Slices sl(count, n, chunk);
   if (scratch_.size() < chunk * es * n) scratch_.resize(chunk * es * n);
   if (widened_.size() < chunk * 2) widened_.resize(chunk * 2);
   auto* base = static_cast<std::uint16_t*>(buf);
   auto* received = reinterpret_cast<std::uint16_t*>(scratch_.data());
-  std::vector<char*> seg(n);
-  std::vector<std::size_t> len(n);
-  for (std::size_t k = 0; k * chunk < maxPart; ++k) {
-    for (int i = 0; i < n; ++i) {
-      const std::size_t off = std::min(k * chunk, part[i]);
-      len[i] = std::min(chunk, part[i] - off);
-      seg[i] = reinterpret_cast<char*>(base + start[i] + off);
-    }
+  const std::vector<char*>& seg = sl.seg;
+  const std::vector<std::size_t>& len = sl.len;
+  for (std::size_t k = 0; k < sl.count(); ++k) {
+    sl.select(k, reinterpret_cast<char*>(base), es);
     for (int p = 0; p < n; ++p) {
       if (p == rank) continue;
       t_.postRecv(p, kDataTag, received + static_cast<std::size_t>(p) * chunk, len[rank] * es);
