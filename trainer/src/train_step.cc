@@ -11,6 +11,7 @@
 #include "cohort/dist/types.h"
 #include "cohort/trainer/preemption.h"
 #include "device_placement.h"
+#include "model_loss.h"
 #include "train_loop.h"
 
 namespace cohort::trainer {
@@ -69,10 +70,14 @@ at::Tensor TrainLoop::microLoss(const Batch& b, const StepResult& step) {
     for (const auto& p : run_.model.parameters()) loss = loss + p.sum() * 0.0;
     return loss;
   }
-  const ModelOutput out = t_.parts_.forward(b);
-  if (!t_.defaultLoss_) return t_.parts_.computeLoss(out, b.labels, step.numItems);
-  // tokenMeanLoss with the global count as a device scalar: the same division.
   const at::Tensor items = step.stats.select(0, static_cast<std::int64_t>(dist::StepStatsSlot::kNumItems));
+  // The model sees the global count as num_items_in_batch (model_loss.h).
+  const ModelOutput out = t_.parts_.forward(batchWithItemCount(b, items));
+  if (!t_.defaultLoss_) return t_.parts_.computeLoss(out, b.labels, step.numItems);
+  if (out.useModelLoss && out.loss.defined()) {
+    return modelLossOverItems(out, b.labels, items, t_.parts_.shiftLabels);
+  }
+  // tokenMeanLoss with the global count as a device scalar: the same division.
   return tokenLossSum(out, b.labels, t_.parts_.shiftLabels) / items.clamp_min(1);
 }
 

@@ -26,6 +26,8 @@
 #include "device_placement.h"
 #include "resume.h"
 #include "save_policy.h"
+#include "model_loss.h"
+#include "script_adapter.h"
 #include "train_loop.h"
 
 namespace cohort::trainer {
@@ -51,6 +53,25 @@ at::Tensor tokenLossSum(const ModelOutput& out, const at::Tensor& labels, bool s
                                /*ignore_index=*/-100);
 }
 
+Batch batchWithItemCount(const Batch& b, const at::Tensor& numItems) {
+  Batch out = b;
+  out.numItemsInBatch = numItems;
+  return out;
+}
+
+at::Tensor modelLossOverItems(const ModelOutput& out, const at::Tensor& labels,
+                              const at::Tensor& numItems, bool shiftLabels) {
+  if (out.lossOverItemsInBatch) return out.loss;
+  // The model's loss is the mean over this micro-batch's own targets: mean * local / global
+  // is the micro-batch's token sum over the global count (a micro-batch without targets
+  // contributes 0, not 0/0).
+  at::Tensor target = labels;
+  if (shiftLabels) target = target.narrow(-1, 1, target.size(-1) - 1);
+  const at::Tensor local = target.ne(-100).sum();
+  const at::Tensor mean = at::where(local.gt(0), out.loss, at::zeros_like(out.loss));
+  return mean * local.to(out.loss.scalar_type()) / numItems.clamp_min(1);
+}
+
 at::Tensor tokenMeanLoss(const ModelOutput& out, const at::Tensor& labels,
                          std::int64_t numItemsInBatch, bool shiftLabels) {
   const at::Tensor sum = tokenLossSum(out, labels, shiftLabels);
@@ -63,6 +84,16 @@ Trainer::Trainer(TrainingArguments args, dist::Communicator& comm, TrainerParts 
   ctx.hasTrainDataset = parts_.trainDataset != nullptr;
   ctx.hasEvalDataset = parts_.evalDataset != nullptr;
   logWarnings(validate(args_, ctx), comm_.rank());
+  // label_names (HF): the batch entry that holds the labels. Cohort's loss, item count and
+  // evaluation take one label tensor.
+  if (args_.label_names_size() > 1) {
+    throw ConfigError("label_names: the Trainer takes one label tensor, got " +
+                      std::to_string(args_.label_names_size()) + " names");
+  }
+  std::string labelName = args_.label_names_size() == 1 ? args_.label_names(0) : "";
+  if (parts_.scriptModel) labelName = adoptScriptModel(parts_, labelName, comm_.rank());
+  if (labelName.empty()) labelName = kLabelsName;
+  if (labelName != kLabelsName) parts_.collator = withLabelName(parts_.collator, labelName);
   if (!parts_.model || !parts_.forward) {
     throw ConfigError("Trainer: a model and a forward function are required");
   }
