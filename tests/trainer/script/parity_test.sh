@@ -44,33 +44,46 @@ run() {
     --output_dir="$work/out-$name" "$@" > "$work/$name.log" 2>&1
 }
 
-# parity FLAVOUR DTYPE TOL HEAD LR NP...
-parity() {
-  local flavour=$1 dtype=$2 tol=$3 head=$4 plr=$5; shift 5
-  local dir="$work/$flavour-$dtype-$head"
-  $py "$here/gpt_model.py" "$dir" --dtype "$dtype" --loss "$flavour" --tokens 8192 \
-    $([[ $head == untied ]] && echo --untied) || { echo "FAIL export $dir"; fail=1; return; }
-  local runs=()
-  for np in "$@"; do
-    local b=2 acc=1
+# The cases: FLAVOUR DTYPE TOLERANCE HEAD LR RANKS... Model flavours (gpt_model.py --loss):
+# items = the loss divided by num_items_in_batch (HF's loss kwargs), mean = a mean loss the
+# Trainer rescales, none = logits only (the Trainer's loss). float32 rounding differs with
+# the reduction order; a smaller step keeps Adam's normalised updates from amplifying it.
+cases=("items float64 1e-10 tied $lr 1 2 4"
+       "mean float64 1e-10 untied $lr 2"
+       "none float32 1e-5 tied 0.001 2")
+# One Python process exports every model (a torch import costs seconds).
+: > "$work/export.txt"
+for c in "${cases[@]}"; do
+  read -r flavour dtype tol head plr nps <<< "$c"
+  echo "$work/$flavour-$dtype-$head --dtype $dtype --loss $flavour --tokens 8192" \
+    "$([[ $head == untied ]] && echo --untied)" >> "$work/export.txt"
+done
+echo "$work/pixels --loss pixels --tokens 1024" >> "$work/export.txt"  # for the signature check
+$py "$here/gpt_model.py" --cases "$work/export.txt" || { echo "FAIL export"; exit 1; }
+echo "     exported at ${SECONDS}s"
+: > "$work/reference.txt"
+for c in "${cases[@]}"; do
+  read -r flavour dtype tol head plr nps <<< "$c"
+  dir="$work/$flavour-$dtype-$head"
+  runs=()
+  for np in $nps; do
+    b=2; acc=1
     case $np in 1) b=4; acc=2;; 2) b=2; acc=2;; 4) b=2; acc=1;; esac
-    local name="$flavour-$dtype-$head-np$np"
+    name="$flavour-$dtype-$head-np$np"
     if ! run "$name" "$np" $b $acc "$dir" --learning_rate=$plr; then
       echo "FAIL cohort-train $name:"; tail -5 "$work/$name.log"; fail=1; continue
     fi
     runs+=("$work/out-$name/model.safetensors")
+    echo "     cohort-train $name done at ${SECONDS}s"
   done
-  [[ ${#runs[@]} -gt 0 ]] || return
-  $py "$here/reference.py" --model "$dir/model.pt" --tokens "$dir/tokens.bin" --seq_len $seq \
-    --steps $steps --global_batch 8 --seed $seed --lr $plr --weight_decay $wd --warmup $warmup \
-    --max_grad_norm $clip --tolerance "$tol" "${runs[@]}" || fail=1
-}
-
-parity items float64 1e-10 tied $lr 1 2 4
-parity mean float64 1e-10 untied $lr 2
-# float32 rounding differs with the reduction order; a smaller step keeps Adam's
-# normalised updates from amplifying it (8e-6 at 3e-3, near the bound).
-parity none float32 1e-5 tied 0.001 4
+  [[ ${#runs[@]} -gt 0 ]] || continue
+  echo "--model $dir/model.pt --tokens $dir/tokens.bin --seq_len $seq --steps $steps" \
+    "--global_batch 8 --seed $seed --lr $plr --weight_decay $wd --warmup $warmup" \
+    "--max_grad_norm $clip --tolerance $tol ${runs[*]}" >> "$work/reference.txt"
+done
+# One PyTorch process computes every reference and compares.
+$py "$here/reference.py" --cases "$work/reference.txt" || fail=1
+echo "     references done at ${SECONDS}s"
 
 # The run wrote checkpoints and logs as the Trainer does.
 out="$work/out-items-float64-tied-np2"
@@ -86,25 +99,14 @@ bad() {  # bad NAME EXPECTED_TEXT ARGS...
     --output_dir="$work/out-bad" --seq_len $seq "$@" > "$work/bad-$name.log" 2>&1
   local code=$?
   if [[ $code -eq 2 ]] && grep -q -- "$want" "$work/bad-$name.log"; then
-    echo "ok   $name: exit 2, $(grep -m1 -- "$want" "$work/bad-$name.log" | cut -c1-150)"
+    echo "ok   $name (${SECONDS}s): exit 2, $(grep -m1 -- "$want" "$work/bad-$name.log" | cut -c1-150)"
   else
     echo "FAIL $name: exit $code (want 2 and '$want'):"; tail -5 "$work/bad-$name.log"; fail=1
   fi
 }
 head -c 5000 /dev/urandom > "$work/garbage.pt"
-bad missing-model "no such file" --model "$work/nope.pt" --train_files "$dir/tokens.bin"
 bad garbage-model "cannot be loaded" --model "$work/garbage.pt" --train_files "$dir/tokens.bin"
-cat > "$work/needs_mask.py" <<'PY'
-import sys, torch
-class M(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Embedding(256, 8)
-    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.w(input_ids)
-torch.jit.script(M()).save(sys.argv[1])
-PY
-$py "$work/needs_mask.py" "$work/needs_mask.pt"
-bad signature "needs 'pixel_values'" --model "$work/needs_mask.pt" --train_files "$dir/tokens.bin"
+bad signature "needs 'pixel_values'" --model "$work/pixels/model.pt" --train_files "$dir/tokens.bin"
 bad token-file "tokens-missing.bin" --model "$dir/model.pt" --train_files "$work/tokens-missing.bin"
+echo "time: ${SECONDS}s"
 exit $fail
