@@ -1,6 +1,7 @@
 # Test files of issue 16 part A: named-tensor batches, label_names, run_name, TorchScript
 # models in the Trainer.
 list(APPEND COHORT_TRAINER_TEST_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/named_batch_test.cc)
+list(APPEND COHORT_TRAINER_TEST_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/script_model_test.cc)
 # Issue 16's acceptance test: a Python GPT (torch.jit.script) trained by cohort-train at 1, 2
 # and 4 ranks equals one PyTorch AdamW process on the same batches; bad inputs exit 2.
 # examples/ is configured before tests/, so cohort-train exists here. Exit 77: no python3-torch.
