@@ -22,7 +22,7 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 // llm.c's data files (dev/data/data_common.py): 256 int32 header, then the ids.
 constexpr std::int64_t kLlmcHeaderInts = 256;
 constexpr std::int64_t kLlmcHeaderBytes = kLlmcHeaderInts * 4;
-constexpr std::int32_t kLlmcMagicGpt2 = 20240520;   // version 1, uint16 ids
+constexpr std::int32_t kLlmcMagicGpt2 = 20240520;    // version 1, uint16 ids
 constexpr std::int32_t kLlmcMagicLlama3 = 20240801;  // version 7, uint32 ids
 
 std::string sysError(const std::string& what, const std::string& path) {
@@ -99,8 +99,8 @@ void MappedTokens::map(int fd) {
 void MappedTokens::parseLlmc() {
   const std::string where = "token file " + path_ + " (llm.c format): ";
   if (static_cast<std::int64_t>(bytes_) < kLlmcHeaderBytes) {
-    throw ConfigError(where + "truncated header: " + std::to_string(bytes_) + " bytes, the header has " +
-                      std::to_string(kLlmcHeaderBytes));
+    throw ConfigError(where + "truncated header: " + std::to_string(bytes_) +
+                      " bytes, the header has " + std::to_string(kLlmcHeaderBytes));
   }
   std::int32_t header[3];
   std::memcpy(header, base_, sizeof(header));
@@ -110,7 +110,8 @@ void MappedTokens::parseLlmc() {
     itemBytes_ = 4;
   } else if (header[0] != kLlmcMagicGpt2 && header[0] != kLlmcMagicLlama3) {
     throw ConfigError(where + "bad magic " + std::to_string(header[0]) + " (expected " +
-                      std::to_string(kLlmcMagicGpt2) + " or " + std::to_string(kLlmcMagicLlama3) + ")");
+                      std::to_string(kLlmcMagicGpt2) + " or " + std::to_string(kLlmcMagicLlama3) +
+                      ")");
   } else {
     throw ConfigError(where + "unsupported version " + std::to_string(header[1]) + " for magic " +
                       std::to_string(header[0]) + " (20240520: version 1, 20240801: version 7)");
@@ -120,8 +121,9 @@ void MappedTokens::parseLlmc() {
   const std::int64_t expected = kLlmcHeaderBytes + tokens_ * itemBytes_;
   const std::int64_t actual = static_cast<std::int64_t>(bytes_);
   if (actual < expected) {
-    throw ConfigError(where + "truncated: the header says " + std::to_string(tokens_) + " tokens (" +
-                      std::to_string(expected) + " bytes), the file has " + std::to_string(actual) + " bytes");
+    throw ConfigError(where + "truncated: the header says " + std::to_string(tokens_) +
+                      " tokens (" + std::to_string(expected) + " bytes), the file has " +
+                      std::to_string(actual) + " bytes");
   }
   if (actual > expected) {
     throw ConfigError(where + std::to_string(actual - expected) + " bytes after the " +
@@ -133,8 +135,8 @@ void MappedTokens::parseLlmc() {
 void MappedTokens::parseRaw(int itemBytes) {
   itemBytes_ = itemBytes;
   if (bytes_ % static_cast<std::size_t>(itemBytes) != 0) {
-    throw ConfigError("token file " + path_ + " (uint" + std::to_string(8 * itemBytes) + "): " +
-                      std::to_string(bytes_) + " bytes is not a whole number of " +
+    throw ConfigError("token file " + path_ + " (uint" + std::to_string(8 * itemBytes) +
+                      "): " + std::to_string(bytes_) + " bytes is not a whole number of " +
                       std::to_string(itemBytes) + "-byte ids (truncated?)");
   }
   tokens_ = static_cast<std::int64_t>(bytes_) / itemBytes;
@@ -163,10 +165,12 @@ std::int64_t MappedTokens::copy(std::int64_t first, std::int64_t count, std::int
     ::madvise(reinterpret_cast<void*>(start), reinterpret_cast<std::uintptr_t>(src) + len - start,
               MADV_WILLNEED);
   }
-  return itemBytes_ == 2 ? widen<std::uint16_t>(src, count, out) : widen<std::uint32_t>(src, count, out);
+  return itemBytes_ == 2 ? widen<std::uint16_t>(src, count, out)
+                         : widen<std::uint32_t>(src, count, out);
 }
 
-std::int64_t MappedTokens::firstAtLeast(std::int64_t first, std::int64_t count, std::int64_t vocab) const {
+std::int64_t MappedTokens::firstAtLeast(std::int64_t first, std::int64_t count,
+                                        std::int64_t vocab) const {
   for (std::int64_t i = first; i < first + count; ++i) {
     std::int64_t v = 0;
     if (itemBytes_ == 2) {
@@ -202,11 +206,12 @@ TokenDataset::TokenDataset(const TokenDatasetOptions& o)
   const std::int64_t need = seqLen_ + (nextToken_ ? 1 : 0);
   for (const std::string& path : o.files) {
     auto f = std::make_unique<MappedTokens>(path, o.dtype);
-    const std::int64_t windows = f->tokens() < need ? 0 : (f->tokens() - (nextToken_ ? 1 : 0)) / seqLen_;
+    const std::int64_t windows =
+        f->tokens() < need ? 0 : (f->tokens() - (nextToken_ ? 1 : 0)) / seqLen_;
     if (windows == 0) {
       throw ConfigError("token file " + path + ": " + std::to_string(f->tokens()) +
-                        " tokens, fewer than one window of " + std::to_string(need) +
-                        " (seq_len " + std::to_string(seqLen_) + (nextToken_ ? " + 1 label" : "") + ")");
+                        " tokens, fewer than one window of " + std::to_string(need) + " (seq_len " +
+                        std::to_string(seqLen_) + (nextToken_ ? " + 1 label" : "") + ")");
     }
     starts_.push_back(starts_.back() + windows);
     files_.push_back(std::move(f));
@@ -215,8 +220,8 @@ TokenDataset::TokenDataset(const TokenDatasetOptions& o)
 
 Sample TokenDataset::get(std::int64_t index) const {
   if (index < 0 || index >= size()) {
-    throw ConfigError("token dataset: index " + std::to_string(index) + " out of range [0, " +
-                      std::to_string(size()) + ")");
+    throw Error("token dataset: index " + std::to_string(index) + " out of range [0, " +
+                std::to_string(size()) + ")");
   }
   const auto it = std::upper_bound(starts_.begin(), starts_.end(), index);
   const std::size_t fileIndex = static_cast<std::size_t>(it - starts_.begin()) - 1;
@@ -227,13 +232,17 @@ Sample TokenDataset::get(std::int64_t index) const {
   const std::int64_t largest = file.copy(first, count, window.data_ptr<std::int64_t>());
   if (vocab_ > 0 && largest >= vocab_) {
     const std::int64_t bad = file.firstAtLeast(first, count, vocab_);
-    throw ConfigError("token file " + file.path() + ": token id " +
-                      std::to_string(window[bad - first].item<std::int64_t>()) + " at token index " +
-                      std::to_string(bad) + " (byte offset " + std::to_string(file.byteOffset(bad)) +
-                      ") is >= vocab_size " + std::to_string(vocab_));
+    throw TokenDataError("token file " + file.path() + ": token id " +
+                         std::to_string(window[bad - first].item<std::int64_t>()) +
+                         " at token index " + std::to_string(bad) + " (byte offset " +
+                         std::to_string(file.byteOffset(bad)) + ") is >= vocab_size " +
+                         std::to_string(vocab_));
   }
-  if (!nextToken_) return Sample{window, window};
-  return Sample{window.slice(0, 0, seqLen_), window.slice(0, 1, seqLen_ + 1)};
+  // Member-wise, not Sample{a, b}: Sample may gain fields (named tensors).
+  Sample sample;
+  sample.input = nextToken_ ? window.slice(0, 0, seqLen_) : window;
+  sample.labels = nextToken_ ? window.slice(0, 1, seqLen_ + 1) : window;
+  return sample;
 }
 
 }  // namespace
@@ -241,14 +250,17 @@ Sample TokenDataset::get(std::int64_t index) const {
 std::shared_ptr<const Dataset> openTokenDataset(const TokenDatasetOptions& options) {
   if (options.files.empty()) throw ConfigError("token dataset: no files given");
   if (options.seqLen <= 0) {
-    throw ConfigError("token dataset: seq_len must be > 0 (got " + std::to_string(options.seqLen) + ")");
+    throw ConfigError("token dataset: seq_len must be > 0 (got " + std::to_string(options.seqLen) +
+                      ")");
   }
   if (options.vocabSize < 0) {
-    throw ConfigError("token dataset: vocab_size must be >= 0 (got " + std::to_string(options.vocabSize) + ")");
+    throw ConfigError("token dataset: vocab_size must be >= 0 (got " +
+                      std::to_string(options.vocabSize) + ")");
   }
   const std::string& d = options.dtype;
   if (d != "auto" && d != "uint16" && d != "uint32" && d != "llmc") {
-    throw ConfigError("token dataset: dtype must be auto, uint16, uint32 or llmc (got '" + d + "')");
+    throw ConfigError("token dataset: dtype must be auto, uint16, uint32 or llmc (got '" + d +
+                      "')");
   }
   return std::make_shared<TokenDataset>(options);
 }

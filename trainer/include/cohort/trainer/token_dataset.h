@@ -10,13 +10,15 @@
 //                       (Llama 3). The file size must be exactly 1024 + count x id size.
 //   "auto"              "llmc" when the first int32 is one of llm.c's magics, else
 //                       "uint16" (nanoGPT's default).
+// dtype applies to every file of one dataset; "auto" decides file by file.
 //
 // Windows (HF causal-LM convention, as `group_texts` in HF's run_clm.py): each file is cut
 // into non-overlapping windows of seqLen tokens, window w = tokens[w*T, (w+1)*T); a file's
 // tail shorter than T is dropped and windows never straddle files (a document boundary in
 // one file does not run into the next file). The sample is input = labels = the window as
-// int64 [T]; the MODEL shifts: train with TrainerParts::shiftLabels = true (position t
-// predicts labels[t + 1]), as HF models do internally. nextTokenLabels = true gives
+// int64 [T] (one tensor, not copied); the MODEL shifts: train with
+// TrainerParts::shiftLabels = true (position t predicts labels[t + 1]), as HF models do
+// internally. nextTokenLabels = true gives
 // nanoGPT/llm.c's pre-shifted pairs instead: T + 1 tokens per window read at stride T,
 // input = tokens[w*T, w*T+T), labels = tokens[w*T+1, w*T+T+1) (train with
 // shiftLabels = false); then a file holds floor((n - 1) / T) windows.
@@ -29,9 +31,11 @@
 // unknown dtype). An explicit "uint16"/"uint32" is trusted: an llm.c file read that way
 // shows its header as 512 (or 256) tokens.
 // Token ids >= vocabSize (when vocabSize > 0) are checked LAZILY, in get(), on each window as
-// it is read (a full scan of a multi-GiB file at start-up would cost minutes): the error
-// names the file, the token's index and its byte offset in the file. The error surfaces
-// from DataLoader::next() (worker threads pass it on), i.e. at the first step that reads it.
+// it is read (a full scan of a multi-GiB file at start-up would cost minutes): TokenDataError
+// naming the file, the token's index and its byte offset in the file. It surfaces from
+// DataLoader::next() (worker threads pass it on), at the first step that reads the window,
+// on the rank that reads it only: hence not a ConfigError, which reportFatalError() leaves
+// to rank 0 to print (exit 1 with "error (rank N): token file ...").
 //
 // Ownership and threads: the dataset owns its mappings (unmapped when the last shared_ptr
 // goes). get() is thread-safe (read-only mappings, no mutable state): data-loader worker
@@ -44,9 +48,16 @@
 #include <string>
 #include <vector>
 
+#include "cohort/core/error.h"
 #include "cohort/trainer/data.h"
 
 namespace cohort::trainer {
+
+// Bad token data found while reading a window (see above). Only the reading rank has it.
+class TokenDataError : public Error {
+ public:
+  using Error::Error;
+};
 
 struct TokenDatasetOptions {
   std::vector<std::string> files;  // read in this order; at least one
