@@ -9,37 +9,158 @@
 
 namespace cohort::trainer {
 
-Batch defaultCollate(const std::vector<Sample>& samples) {
+namespace {
+
+// The named view over (input, labels, fields) shared by Sample and Batch.
+at::Tensor getNamed(const at::Tensor& input, const at::Tensor& labels, const std::string& labelsName,
+                    const std::map<std::string, at::Tensor>& fields, const std::string& name) {
+  if (name == kInputIdsName) return input;
+  if (name == labelsName) return labels;
+  const auto it = fields.find(name);
+  return it == fields.end() ? at::Tensor() : it->second;
+}
+
+void setNamed(at::Tensor& input, at::Tensor& labels, const std::string& labelsName,
+              std::map<std::string, at::Tensor>& fields, const std::string& name, at::Tensor t) {
+  if (name.empty()) throw ConfigError("a tensor name must not be empty");
+  if (name == kInputIdsName) {
+    input = std::move(t);
+  } else if (name == labelsName) {
+    labels = std::move(t);
+  } else if (t.defined()) {
+    fields[name] = std::move(t);
+  } else {
+    fields.erase(name);
+  }
+}
+
+std::vector<std::string> namesOf(const at::Tensor& input, const at::Tensor& labels,
+                                 const std::string& labelsName,
+                                 const std::map<std::string, at::Tensor>& fields) {
+  std::vector<std::string> out;
+  if (input.defined()) out.push_back(kInputIdsName);
+  if (labels.defined()) out.push_back(labelsName);
+  for (const auto& [name, t] : fields) {
+    if (t.defined()) out.push_back(name);
+  }
+  return out;
+}
+
+double defaultPad(const std::string& name) {
+  if (name == kLabelsName) return -100.0;  // no prediction target (HF's label_pad_token_id)
+  return 0.0;                              // attention_mask: masked; input_ids, others: 0
+}
+
+// Stacks one field of every sample; pads dim 0 at the end when the lengths differ.
+at::Tensor stackPadded(const std::vector<at::Tensor>& items, double pad) {
+  std::int64_t longest = 0;
+  bool ragged = false;
+  for (const auto& t : items) {
+    if (t.dim() > 0) {
+      if (longest != 0 && t.size(0) != longest) ragged = true;
+      longest = std::max(longest, t.size(0));
+    }
+  }
+  std::vector<at::Tensor> parts;
+  parts.reserve(items.size());
+  for (at::Tensor t : items) {
+    if (ragged && t.size(0) < longest) {
+      std::vector<std::int64_t> shape(t.sizes().begin(), t.sizes().end());
+      shape[0] = longest - t.size(0);
+      t = at::cat({t, at::full(shape, pad, t.options())});
+    }
+    parts.push_back(t);
+  }
+  return at::stack(parts);
+}
+
+Batch collatePadded(const std::vector<Sample>& samples,
+                    const std::map<std::string, double>& padValues) {
   Batch b;
   b.size = static_cast<std::int64_t>(samples.size());
   if (samples.empty()) return b;
-  auto stackPadded = [&](auto get, double pad) {
-    std::int64_t longest = 0;
-    bool ragged = false;
-    for (const auto& s : samples) {
-      const at::Tensor& t = get(s);
-      if (t.dim() > 0) {
-        if (longest != 0 && t.size(0) != longest) ragged = true;
-        longest = std::max(longest, t.size(0));
+  const std::vector<std::string> names = samples.front().names();
+  for (std::size_t i = 1; i < samples.size(); ++i) {
+    if (samples[i].names() == names) continue;
+    for (const auto& n : names) {
+      if (!samples[i].has(n)) {
+        throw ConfigError("collate: sample " + std::to_string(i) + " of the batch has no '" + n +
+                          "' but sample 0 has");
       }
     }
-    std::vector<at::Tensor> parts;
-    for (const auto& s : samples) {
-      at::Tensor t = get(s);
-      if (ragged && t.size(0) < longest) {
-        std::vector<std::int64_t> shape(t.sizes().begin(), t.sizes().end());
-        shape[0] = longest - t.size(0);
-        t = at::cat({t, at::full(shape, pad, t.options())});
+    for (const auto& n : samples[i].names()) {
+      if (!samples.front().has(n)) {
+        throw ConfigError("collate: sample " + std::to_string(i) + " of the batch has '" + n +
+                          "' but sample 0 has not");
       }
-      parts.push_back(t);
     }
-    return at::stack(parts);
-  };
-  b.input = stackPadded([](const Sample& s) -> const at::Tensor& { return s.input; }, 0.0);
-  if (samples.front().labels.defined()) {
-    b.labels = stackPadded([](const Sample& s) -> const at::Tensor& { return s.labels; }, -100.0);
+  }
+  std::vector<at::Tensor> items(samples.size());
+  for (const auto& name : names) {
+    for (std::size_t i = 0; i < samples.size(); ++i) items[i] = samples[i].get(name);
+    const auto pv = padValues.find(name);
+    b.set(name, stackPadded(items, pv != padValues.end() ? pv->second : defaultPad(name)));
   }
   return b;
+}
+
+}  // namespace
+
+at::Tensor Sample::get(const std::string& name) const {
+  return getNamed(input, labels, kLabelsName, fields, name);
+}
+void Sample::set(const std::string& name, at::Tensor t) {
+  setNamed(input, labels, kLabelsName, fields, name, std::move(t));
+}
+std::vector<std::string> Sample::names() const {
+  return namesOf(input, labels, kLabelsName, fields);
+}
+
+at::Tensor Batch::get(const std::string& name) const {
+  return getNamed(input, labels, labelsName, fields, name);
+}
+void Batch::set(const std::string& name, at::Tensor t) {
+  setNamed(input, labels, labelsName, fields, name, std::move(t));
+}
+std::vector<std::string> Batch::names() const { return namesOf(input, labels, labelsName, fields); }
+
+void Batch::forEachTensor(const std::function<void(at::Tensor&)>& fn) {
+  if (input.defined()) fn(input);
+  if (labels.defined()) fn(labels);
+  for (auto& kv : fields) {
+    if (kv.second.defined()) fn(kv.second);
+  }
+}
+
+Batch defaultCollate(const std::vector<Sample>& samples) { return collatePadded(samples, {}); }
+
+Collator makePaddingCollator(std::map<std::string, double> padValues) {
+  return [pv = std::move(padValues)](const std::vector<Sample>& samples) {
+    return collatePadded(samples, pv);
+  };
+}
+
+Collator withLabelName(Collator inner, const std::string& name) {
+  if (!inner) inner = defaultCollate;
+  if (name == kLabelsName) return inner;
+  if (name.empty() || name == kInputIdsName) {
+    throw ConfigError("label_names: '" + name + "' cannot name the labels");
+  }
+  return [inner = std::move(inner), name](const std::vector<Sample>& samples) {
+    std::vector<Sample> moved = samples;
+    for (std::size_t i = 0; i < moved.size(); ++i) {
+      auto it = moved[i].fields.find(name);
+      if (it == moved[i].fields.end() || !it->second.defined()) {
+        throw ConfigError("label_names names '" + name + "' but sample " + std::to_string(i) +
+                          " of the batch has no tensor of that name");
+      }
+      moved[i].labels = std::move(it->second);
+      moved[i].fields.erase(it);
+    }
+    Batch b = inner(moved);
+    b.labelsName = name;
+    return b;
+  };
 }
 
 GlobalBatchPlan::GlobalBatchPlan(std::int64_t datasetSize, std::int64_t perDeviceBatch,
@@ -116,9 +237,7 @@ StepData DataLoader::build(const Order& order, std::int64_t epoch, std::int64_t 
     std::vector<Sample> samples;
     for (std::int64_t i : plan_.microIndices(*order, step, rank_, m)) samples.push_back(dataset_->get(i));
     d.micro.push_back(samples.empty() ? Batch{} : collate_(samples));
-    Batch& b = d.micro.back();
-    if (pin_ && b.input.defined()) b.input = b.input.pin_memory();
-    if (pin_ && b.labels.defined()) b.labels = b.labels.pin_memory();
+    if (pin_) d.micro.back().forEachTensor([](at::Tensor& t) { t = t.pin_memory(); });
   }
   return d;
 }

@@ -48,8 +48,7 @@ void moveBatch(Batch& batch, const c10::Device& device) {
     if (!t.defined() || t.device() == device) return;
     t = t.to(device, /*non_blocking=*/device.is_cuda() && t.is_pinned());
   };
-  move(batch.input);
-  move(batch.labels);
+  batch.forEachTensor(move);
 }
 
 }  // namespace cohort::trainer

@@ -154,9 +154,9 @@ class EvalLoop {
                         " rows for " + std::to_string(b) + " samples");
     }
     // The model runs where its parameters are; what it produces stays there until transfer().
-    for (at::Tensor* t : {&batch.input, &batch.labels}) {
-      if (t->defined() && t->device() != opt_.device) *t = t->to(opt_.device);
-    }
+    batch.forEachTensor([&](at::Tensor& t) {
+      if (t.device() != opt_.device) t = t.to(opt_.device);
+    });
     const ModelOutput out = parts_.forward(batch);
 
     LocalChunk c;

@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <iostream>
 
+#include "cohort/trainer/training_args.pb.h"
+
 namespace cohort::trainer {
 
 namespace {
@@ -252,7 +254,8 @@ void ConsoleReporter::log(const LogEntry& entry) {
 
 // ---- jsonl ----
 
-JsonlReporter::JsonlReporter(std::string path, bool append) : path_(std::move(path)) {
+JsonlReporter::JsonlReporter(std::string path, bool append, std::string runName)
+    : path_(std::move(path)), runName_(std::move(runName)) {
   createParentDir(path_);
   file_.reset(std::fopen(path_.c_str(), append ? "a" : "w"));
   if (!file_) throw ReportError(osError("cannot open jsonl log", path_));
@@ -261,7 +264,14 @@ JsonlReporter::JsonlReporter(std::string path, bool append) : path_(std::move(pa
 void JsonlReporter::log(const LogEntry& entry) {
   // One fwrite per line: a reader tailing the file never sees half an object unless the
   // process dies inside the call.
-  const std::string line = formatJsonLine(entry) + "\n";
+  std::string line;
+  if (runName_.empty()) {
+    line = formatJsonLine(entry) + "\n";
+  } else {
+    LogEntry named = entry;
+    named.strings["run_name"] = runName_;
+    line = formatJsonLine(named) + "\n";
+  }
   if (std::fwrite(line.data(), 1, line.size(), file_.get()) != line.size() ||
       std::fflush(file_.get()) != 0) {
     throw ReportError(osError("cannot write jsonl log", path_));
@@ -345,7 +355,9 @@ std::vector<std::unique_ptr<Reporter>> makeReporters(const std::vector<std::stri
           !cfg.jsonlPath.empty()
               ? cfg.jsonlPath
               : (std::filesystem::path(cfg.outputDir) / "log_history.jsonl").string();
-      out.push_back(std::make_unique<JsonlReporter>(path, cfg.appendJsonl));
+      const bool named = cfg.runArguments != nullptr && cfg.runArguments->has_run_name();
+      out.push_back(std::make_unique<JsonlReporter>(
+          path, cfg.appendJsonl, named ? cfg.runArguments->run_name() : std::string()));
     } else if (name == "tensorboard") {
       if (cfg.loggingDir.empty() && cfg.outputDir.empty())
         throw ConfigError("report_to: tensorboard needs logging_dir or output_dir");

@@ -178,8 +178,12 @@ void TensorBoardReporter::log(const LogEntry& entry) {
   writeRecord(serialize(event));
 }
 
-void TensorBoardReporter::logRunArguments(const TrainingArguments& args) {
+void TensorBoardReporter::logRunArguments(const TrainingArguments& given) {
   const double now = wallClock_();
+  // The hparams name the run even when run_name is unset (HF's default: output_dir); the text
+  // summary stays the arguments as given.
+  TrainingArguments args = given;
+  if (!args.has_run_name()) args.set_run_name(args.output_dir());
   // HF's TensorBoardCallback: add_text("args", args.to_json_string()) -> "args/text_summary".
   tb::Event text;
   text.set_wall_time(now);
@@ -193,7 +197,7 @@ void TensorBoardReporter::logRunArguments(const TrainingArguments& args) {
   tb::TensorProto* tensor = value->mutable_tensor();
   tensor->set_dtype(tb::DT_STRING);
   tensor->mutable_tensor_shape();  // no dims: a scalar string
-  tensor->add_string_val(toJson(args));
+  tensor->add_string_val(toJson(given));
   writeRecord(serialize(text));
 
   // The HParams dashboard: one session whose hparams are the arguments.
@@ -201,6 +205,7 @@ void TensorBoardReporter::logRunArguments(const TrainingArguments& args) {
   plugin.set_version(0);
   tb::SessionStartInfo* info = plugin.mutable_session_start_info();
   info->set_start_time_secs(now);
+  info->set_group_name(args.run_name());
   addHparams(args, *info);
   tb::Event hparams;
   hparams.set_wall_time(now);

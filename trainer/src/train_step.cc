@@ -12,6 +12,7 @@
 #include "cohort/trainer/preemption.h"
 #include "device_placement.h"
 #include "mixed_precision.h"
+#include "model_loss.h"
 #include "train_loop.h"
 
 namespace cohort::trainer {
@@ -115,9 +116,13 @@ at::Tensor TrainLoop::microLoss(const Batch& b, const StepResult& step) {
   }
   // HF: autocast (bf16 / fp16) around forward and loss; backward runs outside it.
   AutocastScope autocast(run_.device.type(), autocastDtype(args_), args_.bf16() || args_.fp16());
-  const ModelOutput out = t_.parts_.forward(b);
-  if (!t_.defaultLoss_) return t_.parts_.computeLoss(out, b.labels, step.numItems);
   const at::Tensor items = step.stats.select(0, static_cast<std::int64_t>(dist::StepStatsSlot::kNumItems));
+  // The model sees the global count as num_items_in_batch (model_loss.h).
+  const ModelOutput out = t_.parts_.forward(batchWithItemCount(b, items));
+  if (!t_.defaultLoss_) return t_.parts_.computeLoss(out, b.labels, step.numItems);
+  if (out.useModelLoss && out.loss.defined()) {
+    return modelLossOverItems(out, b.labels, items, t_.parts_.shiftLabels);
+  }
   if (t_.parts_.computeLossOnDevice) return t_.parts_.computeLossOnDevice(out, b.labels, items);
   // tokenMeanLoss with the global count as a device scalar: the same division.
   return tokenLossSum(out, b.labels, t_.parts_.shiftLabels) / items.clamp_min(1);

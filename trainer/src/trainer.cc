@@ -27,6 +27,8 @@
 #include "mixed_precision.h"
 #include "resume.h"
 #include "save_policy.h"
+#include "model_loss.h"
+#include "script_adapter.h"
 #include "train_loop.h"
 
 namespace cohort::trainer {
@@ -77,6 +79,25 @@ at::Tensor tokenLossSum(const ModelOutput& out, const at::Tensor& labels, bool s
                                /*ignore_index=*/-100);
 }
 
+Batch batchWithItemCount(const Batch& b, const at::Tensor& numItems) {
+  Batch out = b;
+  out.numItemsInBatch = numItems;
+  return out;
+}
+
+at::Tensor modelLossOverItems(const ModelOutput& out, const at::Tensor& labels,
+                              const at::Tensor& numItems, bool shiftLabels) {
+  if (out.lossOverItemsInBatch) return out.loss;
+  // The model's loss is the mean over this micro-batch's own targets: mean * local / global
+  // is the micro-batch's token sum over the global count (a micro-batch without targets
+  // contributes 0, not 0/0).
+  at::Tensor target = labels;
+  if (shiftLabels) target = target.narrow(-1, 1, target.size(-1) - 1);
+  const at::Tensor local = target.ne(-100).sum();
+  const at::Tensor mean = at::where(local.gt(0), out.loss, at::zeros_like(out.loss));
+  return mean * local.to(out.loss.scalar_type()) / numItems.clamp_min(1);
+}
+
 at::Tensor tokenMeanLoss(const ModelOutput& out, const at::Tensor& labels,
                          std::int64_t numItemsInBatch, bool shiftLabels) {
   const at::Tensor sum = tokenLossSum(out, labels, shiftLabels);
@@ -88,6 +109,17 @@ Trainer::Trainer(TrainingArguments args, dist::Communicator& comm, TrainerParts 
   ValidationContext ctx;
   ctx.hasTrainDataset = parts_.trainDataset != nullptr;
   ctx.hasEvalDataset = parts_.evalDataset != nullptr;
+  // label_names (HF): the batch entry that holds the labels. Cohort's loss, item count and
+  // evaluation take one label tensor.
+  if (args_.label_names_size() > 1) {
+    throw ConfigError("label_names: the Trainer takes one label tensor, got " +
+                      std::to_string(args_.label_names_size()) + " names");
+  }
+  std::string labelName = args_.label_names_size() == 1 ? args_.label_names(0) : "";
+  // A TorchScript model becomes parts_.model here: before the device facts are read.
+  if (parts_.scriptModel) labelName = adoptScriptModel(parts_, labelName, comm_.rank());
+  if (labelName.empty()) labelName = kLabelsName;
+  if (labelName != kLabelsName) parts_.collator = withLabelName(parts_.collator, labelName);
   if (parts_.model) ctx.onCuda = modelDevice(*parts_.model).is_cuda();
   logWarnings(validate(args_, ctx), comm_.rank());
   applyTf32(args_);  // HF sets LibTorch's TF32 switches in __post_init__

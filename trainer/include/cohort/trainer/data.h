@@ -20,23 +20,57 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
 namespace cohort::trainer {
 
-// One example: model input and labels (-100 = no prediction target).
+// Named tensors (Hugging Face's batch dictionaries). A Sample or Batch holds tensors by name:
+// `input` IS the tensor named "input_ids" and `labels` IS the one named "labels" (kept as
+// members so that code written as Sample{input, labels}, batch.input, batch.labels keeps its
+// meaning); every other name ("attention_mask", "token_type_ids", "position_ids", ...) lives
+// in `fields`. The named view (get/set/has/names) maps "input_ids" and "labels" to the
+// members, so code may use either spelling. A field set to an undefined tensor is absent.
+inline constexpr const char* kInputIdsName = "input_ids";
+inline constexpr const char* kLabelsName = "labels";
+inline constexpr const char* kAttentionMaskName = "attention_mask";
+
+// One example: model input and labels (-100 = no prediction target), plus named extras.
 struct Sample {
-  at::Tensor input;
-  at::Tensor labels;
+  at::Tensor input;   // "input_ids"
+  at::Tensor labels;  // "labels"
+  std::map<std::string, at::Tensor> fields{};  // any other named tensor
+
+  // The tensor named `name` (undefined when absent).
+  at::Tensor get(const std::string& name) const;
+  void set(const std::string& name, at::Tensor t);
+  bool has(const std::string& name) const { return get(name).defined(); }
+  // The defined names: input_ids, labels (when present), then the fields in name order.
+  std::vector<std::string> names() const;
 };
 
 // A collated micro-batch. `size` is the number of samples (0 for an empty micro-batch, in
-// which case the tensors are undefined).
+// which case the tensors are undefined). Named view as Sample's; `labelsName` is the name
+// the labels go by (label_names: "labels" unless the Trainer was told another name, in which
+// case get(labelsName) is `labels` and the model receives it under that name).
 struct Batch {
-  at::Tensor input;
-  at::Tensor labels;
+  at::Tensor input;   // "input_ids"
+  at::Tensor labels;  // "labels" (or labelsName)
   std::int64_t size = 0;
+  std::map<std::string, at::Tensor> fields{};  // any other named tensor, [size, ...]
+  std::string labelsName = kLabelsName;
+  // During training: the step's GLOBAL prediction-target count (a 0-dim int64 tensor on the
+  // model's device), set by the Trainer for the forward call (HF's num_items_in_batch);
+  // undefined in evaluation and prediction.
+  at::Tensor numItemsInBatch{};
+
+  at::Tensor get(const std::string& name) const;
+  void set(const std::string& name, at::Tensor t);
+  bool has(const std::string& name) const { return get(name).defined(); }
+  std::vector<std::string> names() const;
+  // Calls fn on every defined tensor of the batch (input, labels, fields), e.g. to move them.
+  void forEachTensor(const std::function<void(at::Tensor&)>& fn);
 };
 
 // Random-access data. get() must be thread-safe (data-loader worker threads call it).
@@ -47,10 +81,22 @@ class Dataset {
   virtual Sample get(std::int64_t index) const = 0;
 };
 
-// Stacks inputs and labels along a new dim 0; sequences of different lengths are padded
-// (inputs with 0, labels with -100) to the longest in the batch.
+// The default collator (HF's padding collators): every named tensor is stacked along a new
+// dim 0; sequences of different lengths (dim 0 of the per-sample tensors) are padded at the
+// end to the longest in the batch, per field: labels with -100 (no target), attention_mask
+// with 0 (masked), input_ids and any other field with its entry in `padValues` (default 0).
+// Every sample must carry the same names (ConfigError naming the field and sample).
 using Collator = std::function<Batch(const std::vector<Sample>&)>;
 Batch defaultCollate(const std::vector<Sample>& samples);
+// The same with per-field pad values (e.g. {{"input_ids", pad_token_id}}); an entry for
+// "labels" or "attention_mask" overrides their default too.
+Collator makePaddingCollator(std::map<std::string, double> padValues);
+
+// HF's label_names for a collator: samples that carry their labels under `name` (a field,
+// not "labels") get them moved into Sample::labels before `inner` collates (so they are
+// padded with -100 and counted as labels), and the batch's labelsName is `name`. "labels"
+// returns `inner` unchanged. A sample without the field is a ConfigError naming it.
+Collator withLabelName(Collator inner, const std::string& name);
 
 // The micro-batches one rank runs for one optimizer step, plus where they came from.
 struct StepData {

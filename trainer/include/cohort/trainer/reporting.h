@@ -175,9 +175,12 @@ class ConsoleReporter : public Reporter {
 // `append` (the default) an existing file is continued, as a resumed run wants; otherwise
 // it is truncated. Parent directories are created. Throws ReportError when the file cannot
 // be opened or written.
+// A non-empty `runName` (TrainingArguments.run_name, when set) is written into every line
+// as the string field "run_name", so that lines of several runs appended or concatenated into
+// one file stay attributable.
 class JsonlReporter : public Reporter {
  public:
-  explicit JsonlReporter(std::string path, bool append = true);
+  explicit JsonlReporter(std::string path, bool append = true, std::string runName = "");
   JsonlReporter(const JsonlReporter&) = delete;
   JsonlReporter& operator=(const JsonlReporter&) = delete;
   std::string name() const override { return "jsonl"; }
@@ -186,6 +189,7 @@ class JsonlReporter : public Reporter {
 
  private:
   std::string path_;
+  std::string runName_;
   detail::FilePtr file_;
 };
 
@@ -209,6 +213,8 @@ class TensorBoardReporter : public Reporter {
   // Two records at step 0: a text summary "args/text_summary" holding toJson(args) (as HF's
   // TensorBoardCallback), and an HParams session_start_info whose hparams are the fields that
   // have a value (repeated fields comma-joined; unset fields without a default left out).
+  // The hparams' run_name, when unset, is output_dir (HF's default); it is also the
+  // session's group_name (how the HParams dashboard names the run).
   void logRunArguments(const TrainingArguments& args);
   const std::string& path() const { return path_; }
 
@@ -252,7 +258,8 @@ struct ReporterConfig {
   // Borrowed, must outlive the reporters; console lines are printed above it when set.
   ProgressBar* progressBar = nullptr;
   // Borrowed, read during makeReporters() only; when set, the TensorBoard writer records
-  // them (TensorBoardReporter::logRunArguments).
+  // them (TensorBoardReporter::logRunArguments), and their run_name, when set, reaches the
+  // jsonl lines (JsonlReporter).
   const TrainingArguments* runArguments = nullptr;
 };
 

@@ -32,6 +32,9 @@
 namespace torch::nn {
 class Module;
 }
+namespace torch::jit {
+struct Module;
+}
 
 namespace cohort::trainer {
 
@@ -41,6 +44,15 @@ class PreemptionWatcher;
 struct ModelOutput {
   at::Tensor logits;
   at::Tensor loss;  // undefined unless the model computes its own
+  // HF's rule for a model that brings its loss: with useModelLoss and no computeLoss, the
+  // training loss is `loss` (TorchScript models set it when they return one; a C++ forward
+  // may opt in; false keeps the default token loss from logits). As returned when
+  // lossOverItemsInBatch (the model divided its token-loss sum by Batch::numItemsInBatch
+  // itself); otherwise `loss` is taken as the mean over this micro-batch's own targets and
+  // rescaled to their sum over the global count (loss * local targets / num_items_in_batch),
+  // which keeps Cohort's token-sum normalisation exact at any world size and accumulation.
+  bool useModelLoss = false;
+  bool lossOverItemsInBatch = false;
 };
 
 // Runs the model on a (non-empty) batch.
@@ -113,6 +125,10 @@ class TrainerCallback {
 struct TrainerParts {
   std::shared_ptr<torch::nn::Module> model;
   ForwardFn forward;
+  // Instead of model + forward: a TorchScript module (script_model.h), trained in place and
+  // called with the batch's tensors as keyword arguments. Shared: the caller keeps a handle
+  // to the trained module.
+  std::shared_ptr<torch::jit::Module> scriptModel;
   std::shared_ptr<const Dataset> trainDataset;
   std::shared_ptr<const Dataset> evalDataset;  // optional
   Collator collator;                           // default: defaultCollate
