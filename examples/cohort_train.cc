@@ -19,6 +19,7 @@
 #include "cohort/dist/log.h"
 #include "cohort/trainer/script_model.h"
 #include "cohort/trainer/token_dataset.h"
+#include "cohort/trainer/weights.h"
 #include "example_main.h"
 
 using namespace cohort;
@@ -40,6 +41,9 @@ const trainer::ProgramInfo kProgram{
     "  --seq_len T           tokens per sample (default 256)\n"
     "  --vocab_size V        check token ids < V as they are read (default 0: unchecked)\n"
     "  --token_dtype D       auto | uint16 | uint32 | llmc (default auto)\n"
+    "  --init_from PATH      start from these weights: a safetensors file, a directory with\n"
+    "                        model.safetensors or HF's sharded index, or a Cohort checkpoint\n"
+    "                        (strict: every parameter, same names and shapes)\n"
     "At the end the weights go to <output_dir>/model.safetensors (by parameter name).",
     ""};
 
@@ -49,6 +53,7 @@ struct ProgramOptions {
   std::int64_t seqLen = 256;
   std::int64_t vocabSize = 0;
   std::string tokenDtype = "auto";
+  std::string initFrom;
 };
 
 std::vector<std::string> splitList(const std::string& s) {
@@ -85,7 +90,7 @@ ProgramOptions takeProgramOptions(std::vector<char*>& argv) {
     std::string name, value;
     bool ours = false;
     for (const char* n : {"model", "train_files", "eval_files", "seq_len", "vocab_size",
-                          "token_dtype"}) {
+                          "token_dtype", "init_from"}) {
       const std::string flag = std::string("--") + n;
       if (a == flag) {
         if (i + 1 >= argv.size()) throw ConfigError(flag + " needs a value");
@@ -105,6 +110,7 @@ ProgramOptions takeProgramOptions(std::vector<char*>& argv) {
     if (name == "seq_len") o.seqLen = parseCount(name, value);
     if (name == "vocab_size") o.vocabSize = parseCount(name, value);
     if (name == "token_dtype") o.tokenDtype = value;
+    if (name == "init_from") o.initFrom = value;
   }
   argv = rest;
   return o;
@@ -137,6 +143,15 @@ void train(const ProgramOptions& o, examples::ExampleContext& ex) {
   parts.shiftLabels = true;  // the windows are labels = input: position t predicts t + 1
   at::manual_seed(static_cast<std::uint64_t>(args.seed()));
   ex.comm = dist::makeCommunicator(ex.runtime, device);
+  if (!o.initFrom.empty()) {
+    // COLLECTIVE: every rank loads; a failure anywhere stops every rank alike (exit 2/1).
+    auto view = trainer::scriptModelAsModule(parts.scriptModel);
+    const trainer::LoadWeightsReport r = trainer::loadWeights(*ex.comm, *view, o.initFrom);
+    if (ex.rank == 0) {
+      COHORT_LOG_INFO("cohort-train: initialised {} tensors from {}", r.tensorsLoaded,
+                      o.initFrom);
+    }
+  }
   trainer::Trainer t(args, *ex.comm, parts);
   COHORT_LOG_INFO("cohort-train: {} train windows of {} tokens{}", trainData->size(), o.seqLen,
                   evalData ? ", " + std::to_string(evalData->size()) + " eval windows" : "");

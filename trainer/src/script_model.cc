@@ -253,14 +253,19 @@ std::shared_ptr<torch::jit::Module> loadScriptModel(const std::string& path,
   }
 }
 
+std::shared_ptr<torch::nn::Module> scriptModelAsModule(
+    const std::shared_ptr<torch::jit::Module>& script) {
+  ScriptMirror::Seen seen;
+  return std::make_shared<ScriptMirror>(*script, script, seen);
+}
+
 std::string adoptScriptModel(TrainerParts& parts, const std::string& labelName, int rank) {
   if (parts.model || parts.forward) {
     throw ConfigError("TrainerParts: set either scriptModel or model + forward, not both");
   }
   const std::vector<ForwardArg> args = forwardArgs(*parts.scriptModel);
   const std::string label = resolveLabelName(args, labelName);
-  ScriptMirror::Seen seen;
-  parts.model = std::make_shared<ScriptMirror>(*parts.scriptModel, parts.scriptModel, seen);
+  parts.model = scriptModelAsModule(parts.scriptModel);
   parts.forward = ScriptForward(parts.scriptModel, args);
   checkAgainstSample(parts, args, label, rank);
   return label;

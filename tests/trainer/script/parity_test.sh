@@ -91,6 +91,33 @@ for f in checkpoint-10/manifest.pb checkpoint-20/manifest.pb log_history.jsonl m
   [[ -e $out/$f ]] && echo "ok   $f" || { echo "FAIL missing $out/$f"; fail=1; }
 done
 
+# --init_from: a run started from the trained weights with learning rate 0 saves exactly
+# those weights (AdamW's decay is lr-scaled too), where a run from the random init does not.
+init="$out/model.safetensors"
+for from in "$init" ""; do
+  name=init-random
+  [[ -n $from ]] && name=init-trained
+  if run "$name" 2 2 1 "$work/items-float64-tied" --learning_rate=0 --max_steps=1 \
+      --save_strategy=no ${from:+--init_from "$from"}; then
+    $py - "$init" "$work/out-$name/model.safetensors" "${from:+same}" <<'PY' || fail=1
+import json, struct, sys
+def tensors(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    head = json.loads(raw[8:8 + n]); head.pop("__metadata__", None)
+    return {k: raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in head.items()}
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+same = a == b
+want = sys.argv[3] == "same"
+print(("ok   " if same == want else "FAIL ") + f"--init_from: {len(b)} tensors "
+      + ("equal to" if same else "differ from") + " the trained weights")
+sys.exit(0 if same == want else 1)
+PY
+  else
+    echo "FAIL cohort-train $name:"; tail -5 "$work/$name.log"; fail=1
+  fi
+done
+
 # Bad inputs: one clear line, exit 2, every rank ends (timeout 120: no hang).
 dir="$work/items-float64-tied"
 bad() {  # bad NAME EXPECTED_TEXT ARGS...
@@ -108,5 +135,7 @@ head -c 5000 /dev/urandom > "$work/garbage.pt"
 bad garbage-model "cannot be loaded" --model "$work/garbage.pt" --train_files "$dir/tokens.bin"
 bad signature "needs 'pixel_values'" --model "$work/pixels/model.pt" --train_files "$dir/tokens.bin"
 bad token-file "tokens-missing.bin" --model "$dir/model.pt" --train_files "$work/tokens-missing.bin"
+bad init-from "no-such-weights" --model "$dir/model.pt" --train_files "$dir/tokens.bin" \
+  --init_from "$work/no-such-weights.safetensors"
 echo "time: ${SECONDS}s"
 exit $fail

@@ -25,6 +25,9 @@
 namespace torch::jit {
 struct Module;
 }
+namespace torch::nn {
+class Module;
+}
 
 namespace cohort::trainer {
 
@@ -33,5 +36,12 @@ namespace cohort::trainer {
 // archive (one line, TorchScript's reason appended). Thread-safe; not collective.
 std::shared_ptr<torch::jit::Module> loadScriptModel(const std::string& path,
                                                    const std::string& device = "");
+
+// The script module's parameters and buffers as a torch::nn::Module holding the SAME tensors
+// under the module's names (a tied weight once, under its first name): what the Trainer
+// trains. loadWeights() into it initialises the script module in place (cohort-train's
+// --init_from); saveWeights() reads it. Not collective.
+std::shared_ptr<torch::nn::Module> scriptModelAsModule(
+    const std::shared_ptr<torch::jit::Module>& script);
 
 }  // namespace cohort::trainer
