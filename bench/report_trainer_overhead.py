@@ -77,6 +77,14 @@ if cpu["trainer"] and cpu["handwritten"]:
     print(f"by CPU time: Trainer {med(cpu['trainer']):.2f}, hand-written "
           f"{med(cpu['handwritten']):.2f} ms/step; hand-written / Trainer {cpu_ratio:.3f} "
           f"(paired median {med(cpu_paired):.3f})")
+solo_ratio = None
+if rates["trainer_solo"] and rates["handwritten_solo"]:
+    # Each variant alone in its own process (one per round, order alternating): no variant
+    # runs on the heap and page state the other one left behind.
+    solo_ratio = med(rates["trainer_solo"]) / med(rates["handwritten_solo"])
+    print(f"separate processes: Trainer {med(rates['trainer_solo']):.2f}, hand-written "
+          f"{med(rates['handwritten_solo']):.2f} steps/s; Trainer / hand-written {solo_ratio:.3f} "
+          f"(medians of {len(rates['trainer_solo'])}/{len(rates['handwritten_solo'])} processes)")
 print(f"Trainer / PyTorch:      {a / c:.3f} (target >= 1.3)")
 print(f"hand-written / PyTorch: {b / c:.3f} (no framework at all: what the same kernels allow)")
 if phases:
@@ -108,4 +116,5 @@ print("BENCH " + json.dumps({
     "speedup_vs_pytorch": round(a / c, 3),
     "handwritten_vs_pytorch": round(b / c, 3),
     "trainer_over_handwritten_cpu": round(cpu_ratio, 3) if cpu_ratio else None,
+    "trainer_over_handwritten_separate": round(solo_ratio, 3) if solo_ratio else None,
 }))
