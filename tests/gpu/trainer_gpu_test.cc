@@ -26,6 +26,7 @@
 #include "cohort/dist/device.h"
 #include "cohort/trainer/trainer.h"
 #include "lm_model.h"
+#include "lm_test_config.h"
 #include "test_util.h"
 
 #if COHORT_TORCH_CUDA
@@ -66,15 +67,6 @@ std::unique_ptr<dist::Communicator> commFor(const at::Device& device) {
   c.kind = dist::DeviceKind::kCuda;
   c.index = device.index();
   return dist::makeCommunicator(*gRuntime, c);
-}
-
-examples::LmConfig smallConfig() {
-  examples::LmConfig c;
-  c.dim = 32;
-  c.heads = 2;
-  c.layers = 2;
-  c.maxLen = 48;
-  return c;
 }
 
 std::shared_ptr<const examples::ByteTextDataset> corpus(std::int64_t from, std::int64_t to) {

@@ -14,6 +14,7 @@
 #include "cohort/trainer/trainer.h"
 #include "cohort/trainer/training_args.h"
 #include "lm_model.h"
+#include "lm_test_config.h"
 #include "test_util.h"
 
 namespace cohort::test::mp {
@@ -22,14 +23,7 @@ constexpr std::int64_t kGlobalBatch = 8;
 constexpr std::int64_t kSeed = 7;
 constexpr double kLr = 3e-3, kWd = 0.1, kClip = 1.0;
 
-inline examples::LmConfig smallConfig() {
-  examples::LmConfig c;
-  c.dim = 32;
-  c.heads = 2;
-  c.layers = 2;
-  c.maxLen = 48;
-  return c;
-}
+using cohort::test::smallConfig;
 
 inline std::shared_ptr<examples::ByteTextDataset> corpus() {
   static auto data = std::make_shared<examples::ByteTextDataset>(examples::readCorpus(), 48);

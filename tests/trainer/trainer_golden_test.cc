@@ -15,6 +15,7 @@
 #include "cohort/trainer/trainer.h"
 #include "cohort/trainer/training_args.h"
 #include "lm_model.h"
+#include "lm_test_config.h"
 #include "test_util.h"
 
 namespace cohort::test {
@@ -24,15 +25,6 @@ constexpr std::int64_t kGlobalBatch = 8;
 constexpr std::int64_t kSteps = 20;
 constexpr double kLr = 3e-3, kWd = 0.1, kClip = 0.5;
 constexpr std::int64_t kWarmup = 3;
-
-examples::LmConfig smallConfig() {
-  examples::LmConfig c;
-  c.dim = 32;
-  c.heads = 2;
-  c.layers = 2;
-  c.maxLen = 48;
-  return c;
-}
 
 std::shared_ptr<examples::ByteTextDataset> corpus() {
   static auto data = std::make_shared<examples::ByteTextDataset>(examples::readCorpus(), 48);
