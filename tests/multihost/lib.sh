@@ -33,6 +33,11 @@ MH_HOSTS=()
 
 fail() {
   echo "FAIL: $*" >&2
+  # The log of the run the test was watching (MH_FAIL_LOG), so that a CI failure says why.
+  if [[ -n ${MH_FAIL_LOG:-} && -s $MH_FAIL_LOG ]]; then
+    echo "--- last lines of $MH_FAIL_LOG:" >&2
+    tail -40 "$MH_FAIL_LOG" >&2
+  fi
   exit 1
 }
 

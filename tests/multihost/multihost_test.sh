@@ -50,18 +50,29 @@ since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1
 launch() {
   local name=$1
   shift
+  MH_FAIL_LOG=$work/$name.log
   "$cohort" run -H h0:2,h1:2 "${run_args[@]}" --run-dir "$work/$name.runs" -- "$probe" "${common[@]}" \
     --output_dir="$work/$name" "$@" > "$work/$name.log" 2>&1
 }
 
 waitFor() {  # waitFor SECONDS WHAT CMD...: poll CMD every 0.05 s
+  tryFor "$@" || fail "waited $1 s for $2"
+}
+
+# tryFor SECONDS WHAT CMD...: as waitFor, but returns 1 instead of failing; with
+# WAIT_JOB=PID it gives up as soon as that job has ended.
+tryFor() {
   local limit=$1 what=$2 i
   shift 2
   for ((i = 0; i < limit * 20; i++)); do
     "$@" && return 0
+    if [[ -n ${WAIT_JOB:-} ]] && ! kill -0 "$WAIT_JOB" 2> /dev/null; then
+      echo "     the run ended before $what" >&2
+      return 1
+    fi
     sleep 0.05
   done
-  fail "waited $limit s for $what"
+  return 1
 }
 
 reference() {  # the same training with every rank on one host (shared memory)
@@ -148,11 +159,29 @@ testSlow() {
 faultTest() {
   local trigger=$1 fault=$2
   shift 2
-  mkdir -p "$work/pids"
-  launch run --max_steps=400 --save_steps=10 --probe-step-ms=100 --probe-pid-dir="$work/pids" "$@" &
-  local job=$!
-  waitFor 90 "checkpoint-10" test -e "$work/run/checkpoint-10/manifest.pb" -a \
-    ! -e "$work/run/checkpoint-10/checkpoint-is-incomplete.txt"
+  local job attempt i
+  # The fault needs a complete checkpoint-10 first. A run that does not get there (a stalled
+  # start-up was seen once in CI, after 90 s, with no log kept) is shown and started once
+  # more: the fault paths are what this test is about, and a second stall still fails.
+  for attempt in 1 2; do
+    rm -rf "$work/pids" "$work/run" "$work/run.runs"
+    mkdir -p "$work/pids"
+    launch run --max_steps=400 --save_steps=10 --probe-step-ms=100 --probe-pid-dir="$work/pids" "$@" &
+    job=$!
+    WAIT_JOB=$job tryFor 90 "checkpoint-10" test -e "$work/run/checkpoint-10/manifest.pb" -a \
+      ! -e "$work/run/checkpoint-10/checkpoint-is-incomplete.txt" && break
+    echo "     attempt $attempt: no complete checkpoint-10 after 90 s; the run's log:" >&2
+    tail -40 "$work/run.log" | sed 's/^/       /' >&2
+    ls -la "$work/run" "$work/run/checkpoint-10" 2> /dev/null | sed 's/^/       /' >&2
+    ((attempt == 1)) || fail "no complete checkpoint-10 in two attempts"
+    pkill -TERM -P $job 2> /dev/null
+    for ((i = 0; i < 300; i++)); do kill -0 $job 2> /dev/null && sleep 0.1; done
+    pkill -KILL -P $job 2> /dev/null
+    wait $job 2> /dev/null
+    cd / && mhCleanupAll
+    mhInit 2 "$work"
+    cd "$work" || exit 1
+  done
   waitFor 90 "$trigger" $trigger
   local t0 t_err="" t_end
   t0=$(now)
