@@ -30,6 +30,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -130,7 +131,8 @@ class StepTimer : public trainer::TrainerCallback {
 };
 
 Run runTrainer(const std::shared_ptr<examples::ByteTextDataset>& data, int totalSteps,
-               dist::Communicator& comm) {
+               dist::Communicator& comm,
+               std::shared_ptr<trainer::TrainerCallback> extra = nullptr) {
   at::manual_seed(kInitSeed);
   examples::ByteLm model{examples::LmConfig{}};
   trainer::TrainingArguments args;
@@ -154,6 +156,7 @@ Run runTrainer(const std::shared_ptr<examples::ByteTextDataset>& data, int total
   parts.trainDataset = data;
   parts.shiftLabels = true;
   parts.callbacks.push_back(std::make_shared<StepTimer>(run.stepEnds));
+  if (extra) parts.callbacks.push_back(std::move(extra));
   trainer::Trainer t(args, comm, parts);
   const trainer::TrainOutput out = t.train();
   run.meanLoss = out.trainingLoss;
@@ -162,38 +165,43 @@ Run runTrainer(const std::shared_ptr<examples::ByteTextDataset>& data, int total
   return run;
 }
 
-Run runHandwritten(const std::shared_ptr<examples::ByteTextDataset>& data, int totalSteps) {
-  at::manual_seed(kInitSeed);
-  examples::ByteLm model{examples::LmConfig{}};
-  model->train();
-  std::vector<at::Tensor> decay, noDecay, all;
-  for (const auto& item : model->named_parameters()) {
-    (decays(item.key()) ? decay : noDecay).push_back(item.value());
-    all.push_back(item.value());
+// The hand-written loop, one step at a time: runHandwritten runs it alone, the lockstep run
+// calls step() from the Trainer's onStepEnd.
+class Handwritten {
+ public:
+  Handwritten(const std::shared_ptr<examples::ByteTextDataset>& data, int totalSteps)
+      : data_(data),
+        totalSteps_(totalSteps),
+        plan_(data->size(), kBatch, 1, 1, false, kDataSeed, true),
+        order_(plan_.epochOrder(0)) {
+    at::manual_seed(kInitSeed);
+    model_ = examples::ByteLm{examples::LmConfig{}};
+    model_->train();
+    std::vector<at::Tensor> decay, noDecay;
+    for (const auto& item : model_->named_parameters()) {
+      (decays(item.key()) ? decay : noDecay).push_back(item.value());
+      all_.push_back(item.value());
+    }
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                   torch::optim::AdamWOptions(kLr).weight_decay(kWeightDecay)));
+    groups.emplace_back(noDecay, std::make_unique<torch::optim::AdamWOptions>(
+                                     torch::optim::AdamWOptions(kLr).weight_decay(0.0)));
+    optimizer_ = std::make_unique<torch::optim::AdamW>(std::move(groups));
   }
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
-                                 torch::optim::AdamWOptions(kLr).weight_decay(kWeightDecay)));
-  groups.emplace_back(noDecay, std::make_unique<torch::optim::AdamWOptions>(
-                                   torch::optim::AdamWOptions(kLr).weight_decay(0.0)));
-  torch::optim::AdamW optimizer(std::move(groups));
-  trainer::GlobalBatchPlan plan(data->size(), kBatch, 1, 1, false, kDataSeed, true);
-  std::vector<std::int64_t> order = plan.epochOrder(0);
 
-  Run run;
-  double lossSum = 0.0;
-  for (int step = 0; step < totalSteps; ++step) {
+  void step(int step, Run& run) {
     Laps laps;
     std::vector<trainer::Sample> samples;
-    for (std::int64_t i : plan.microIndices(order, step, 0, 0)) samples.push_back(data->get(i));
+    for (std::int64_t i : plan_.microIndices(order_, step, 0, 0)) samples.push_back(data_->get(i));
     trainer::Batch b = trainer::defaultCollate(samples);
     laps.lap("data", run.phaseSeconds);
-    const double lr = kLr * std::max(0.0, static_cast<double>(totalSteps - step) / totalSteps);
-    for (auto& g : optimizer.param_groups()) {
+    const double lr = kLr * std::max(0.0, static_cast<double>(totalSteps_ - step) / totalSteps_);
+    for (auto& g : optimizer_->param_groups()) {
       static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     }
-    optimizer.zero_grad();
-    at::Tensor logits = model->forward(b.input);
+    optimizer_->zero_grad();
+    at::Tensor logits = model_->forward(b.input);
     const std::int64_t T = logits.size(1);
     at::Tensor target = b.labels.narrow(1, 1, T - 1).reshape({-1});
     at::Tensor loss =
@@ -201,18 +209,71 @@ Run runHandwritten(const std::shared_ptr<examples::ByteTextDataset>& data, int t
                                {}, at::Reduction::Sum, -100) /
         target.ne(-100).sum();
     loss.backward();
-    lossSum += loss.item<double>();
+    lossSum_ += loss.item<double>();
     laps.lap("forward_backward", run.phaseSeconds);
-    torch::nn::utils::clip_grad_norm_(all, kMaxGradNorm);
+    torch::nn::utils::clip_grad_norm_(all_, kMaxGradNorm);
     laps.lap("clip", run.phaseSeconds);
-    optimizer.step();
+    optimizer_->step();
     laps.lap("optimizer", run.phaseSeconds);
+  }
+
+  void finish(Run& run) const {
+    run.meanLoss = lossSum_ / totalSteps_;
+    run.model = model_.ptr();
+  }
+
+ private:
+  std::shared_ptr<examples::ByteTextDataset> data_;
+  int totalSteps_;
+  trainer::GlobalBatchPlan plan_;
+  std::vector<std::int64_t> order_;
+  examples::ByteLm model_{nullptr};
+  std::vector<at::Tensor> all_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  double lossSum_ = 0.0;
+};
+
+Run runHandwritten(const std::shared_ptr<examples::ByteTextDataset>& data, int totalSteps) {
+  Handwritten loop(data, totalSteps);
+  Run run;
+  for (int step = 0; step < totalSteps; ++step) {
+    loop.step(step, run);
     run.stepEnds.push_back(Clock::now());
   }
-  run.meanLoss = lossSum / totalSteps;
-  run.model = model.ptr();
+  loop.finish(run);
   return run;
 }
+
+// Lockstep: one Trainer run whose onStepEnd runs the hand-written loop's step of the same
+// index, so the two alternate step by step (A B A B ... within milliseconds). Load from other
+// processes, CPU frequency and the process's heap then weigh on both alike, where whole runs
+// seconds apart here differ by up to 1.5x. The Trainer's step is the time from the end of one
+// callback to the start of the next (its data, step and bookkeeping); the hand-written step is
+// the callback's own time.
+class Lockstep : public trainer::TrainerCallback {
+ public:
+  Lockstep(Handwritten& loop, Run& handRun, std::vector<double>& trainerSec,
+           std::vector<double>& handSec)
+      : loop_(loop), handRun_(handRun), trainerSec_(trainerSec), handSec_(handSec) {}
+  void onTrainBegin(const trainer::TrainerState&, trainer::TrainerControl&) override {
+    last_ = Clock::now();
+  }
+  void onStepEnd(const trainer::TrainerState&, trainer::TrainerControl&) override {
+    const auto t0 = Clock::now();
+    trainerSec_.push_back(std::chrono::duration<double>(t0 - last_).count());
+    loop_.step(step_++, handRun_);
+    last_ = Clock::now();
+    handSec_.push_back(std::chrono::duration<double>(last_ - t0).count());
+  }
+
+ private:
+  Handwritten& loop_;
+  Run& handRun_;
+  std::vector<double>& trainerSec_;
+  std::vector<double>& handSec_;
+  Clock::time_point last_;
+  int step_ = 0;
+};
 
 std::int64_t tokensIn(const examples::ByteTextDataset& data, int fromStep, int toStep) {
   trainer::GlobalBatchPlan plan(data.size(), kBatch, 1, 1, false, kDataSeed, true);
@@ -256,13 +317,13 @@ Options parse(int argc, char** argv) {
       o.warmRuns = std::atoi(argv[i + 1]);
     } else if (flag == "--only") {
       o.only = argv[i + 1];
-      if (o.only != "trainer" && o.only != "handwritten") {
-        throw ConfigError("--only takes trainer or handwritten");
+      if (o.only != "trainer" && o.only != "handwritten" && o.only != "lockstep") {
+        throw ConfigError("--only takes trainer, handwritten or lockstep");
       }
     } else {
       throw ConfigError("unknown option " + flag +
                         " (--steps N --warmup W --repeats R --dump-order FILE --warm-runs N "
-                        "--only trainer|handwritten)");
+                        "--only trainer|handwritten|lockstep)");
     }
   }
   if (o.steps < 1 || o.warmup < 1 || o.repeats < 1 || o.warmRuns < 0) {
@@ -294,6 +355,31 @@ int main(int argc, char** argv) {
     dist::DeviceChoice cpu;
     comm = dist::makeCommunicator(*rt, cpu);
     const std::int64_t tokens = tokensIn(*train, o.warmup, total);
+    if (o.only == "lockstep") {
+      // The first run of a process pays its cold start: one untimed lockstep run per --warm-runs.
+      for (int r = -o.warmRuns; r < o.repeats; ++r) {
+        std::vector<double> trainerSec, handSec;
+        Handwritten loop(train, total);
+        Run hand;
+        runTrainer(train, total, *comm,
+                   std::make_shared<Lockstep>(loop, hand, trainerSec, handSec));
+        if (r < 0) continue;
+        double ta = 0.0, tb = 0.0;
+        std::vector<double> ratios;  // per step: hand-written time / Trainer time
+        for (std::size_t i = static_cast<std::size_t>(o.warmup); i < trainerSec.size(); ++i) {
+          ta += trainerSec[i];
+          tb += handSec[i];
+          ratios.push_back(handSec[i] / trainerSec[i]);
+        }
+        std::nth_element(ratios.begin(), ratios.begin() + ratios.size() / 2, ratios.end());
+        // LOCKSTEP <Trainer ms/step> <hand-written ms/step> <median over steps of hand / Trainer>
+        std::printf("LOCKSTEP %.4f %.4f %.4f\n", ta * 1e3 / o.steps, tb * 1e3 / o.steps,
+                    ratios[ratios.size() / 2]);
+        std::fflush(stdout);
+      }
+      comm.reset();
+      return 0;
+    }
     if (!o.only.empty()) {  // one variant, for perf stat/record of the whole process
       for (int r = 0; r < o.repeats; ++r) {
         const Run x =
