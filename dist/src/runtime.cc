@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "cohort/dist/allocator.h"
 #include "cohort/dist/error.h"
 #include "cohort/dist/log.h"
 #include "exit_order_internal.h"
@@ -69,6 +70,7 @@ Runtime::Runtime(int* argc, char*** argv) {
   if (gInitialized.exchange(true)) {
     throw DistError("cohort::dist::Runtime already exists in this process (create it once)");
   }
+  tuneHostAllocator();  // before MPI and the first large allocation (allocator.h)
   try {
     int initialized = 0;
     COHORT_MPI_CHECK(MPI_Initialized(&initialized));
@@ -137,6 +139,7 @@ std::unique_ptr<Runtime> init(int* argc, char*** argv) {
   auto rt = std::make_unique<Runtime>(argc, argv);
   const Topology& t = rt->topology();
   log::configure(t.rank, t.hostname, t.nodeCount > 1);
+  COHORT_LOG_DEBUG("host allocator: {}", tuneHostAllocator().why);
   if (t.nodeCount > 1) {  // the start-up line of multi-host jobs (shown on rank 0 by default)
     COHORT_LOG_INFO("rank {} on {}: {} ranks on {} hosts: {}", t.rank, t.hostname, t.worldSize,
                     t.nodeCount, describeHosts(t));

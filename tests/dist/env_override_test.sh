@@ -2,6 +2,7 @@
 # Override notices under mpiexec: each variable set to a non-default value is logged once
 # ("COHORT_X set by environment to Y"), by rank 0 only, even with COHORT_LOG_LEVEL=info on
 # every rank; variables set to their default value (in any spelling) are not logged.
+# dist::init tunes the host allocator on every rank (cohort/dist/allocator.h).
 # Usage: env_override_test.sh PROBE NP MPIEXEC [MPIEXEC FLAGS...]
 set -uo pipefail
 probe=$1; np=$2; shift 2
@@ -20,6 +21,7 @@ check() {  # check WHAT EXPECTED_COUNT PATTERN
 }
 [[ $rc -eq 0 ]] || { echo "FAIL: probe exited $rc"; fail=1; }
 check "every rank ran" "$np" "probe rank [0-9]* done"
+check "dist::init tuned malloc on every rank" "$np" "probe rank [0-9]* allocator tuned$"
 check "LOG_LEVEL once" 1 "COHORT_LOG_LEVEL set by environment to info"
 check "CHECK_COLLECTIVES once" 1 "COHORT_CHECK_COLLECTIVES set by environment to 0"
 check "DEVICE once" 1 "COHORT_DEVICE set by environment to cpu"

@@ -1,6 +1,7 @@
 # The COHORT_* environment registry (dist/include/cohort/dist/env.h), included from
-# tests/CMakeLists.txt. cohort_env_tests links cohort_env alone: no MPI, no LibTorch.
-add_executable(cohort_env_tests dist/env_test.cc)
+# tests/CMakeLists.txt. cohort_env_tests links cohort_env alone: no MPI, no LibTorch; with it
+# the host allocator tuning (dist/allocator_test.cc).
+add_executable(cohort_env_tests dist/env_test.cc dist/allocator_test.cc)
 target_include_directories(cohort_env_tests PRIVATE ${PROJECT_SOURCE_DIR}/dist/src)
 target_link_libraries(cohort_env_tests PRIVATE cohort_env GTest::gtest GTest::gtest_main)
 target_compile_definitions(cohort_env_tests PRIVATE COHORT_SOURCE_DIR="${PROJECT_SOURCE_DIR}")

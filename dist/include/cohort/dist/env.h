@@ -57,7 +57,10 @@ enum class Type { kString, kInt, kDouble, kBool, kAutoBool };
   X(kElasticWorldSize, std::int64_t, "COHORT_ELASTIC_WORLD_SIZE", "0",                        \
     "Set by cohort run --min-np when it restarts a job on fewer ranks: the world size the "   \
     "job was launched with. The Trainer raises gradient_accumulation_steps to keep the "      \
-    "global batch. 0: unset.")
+    "global batch. 0: unset.")                                                                \
+  X(kMallocTuning, bool, "COHORT_MALLOC_TUNING", "1",                                         \
+    "1: dist::Runtime fixes glibc malloc's mmap and trim thresholds so that each step "       \
+    "reuses its host memory (cohort/dist/allocator.h). 0: glibc's defaults.")
 
 // A declared variable as data (for docs checks, listings and messages).
 struct Var {
