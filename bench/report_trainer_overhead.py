@@ -102,6 +102,17 @@ if rates["trainer_solo"] and rates["handwritten_solo"]:
           f"(medians of {len(rates['trainer_solo'])}/{len(rates['handwritten_solo'])} processes)")
 print(f"Trainer / PyTorch:      {a / c:.3f} (target >= 1.3)")
 print(f"hand-written / PyTorch: {b / c:.3f} (no framework at all: what the same kernels allow)")
+untuned_ratio = tuned_torch_ratio = None
+if rates["trainer_untuned"] and rates["trainer_solo"]:
+    # dist::Runtime's glibc malloc thresholds (COHORT_MALLOC_TUNING, dist/allocator.h) off,
+    # against the Trainer alone in its own process with them on.
+    untuned_ratio = med(rates["trainer_untuned"]) / med(rates["trainer_solo"])
+    print(f"Trainer with COHORT_MALLOC_TUNING=0: {med(rates['trainer_untuned']):.2f} steps/s, "
+          f"{untuned_ratio:.3f} of the tuned Trainer's (separate processes)")
+if rates["pytorch_tuned"]:
+    tuned_torch_ratio = a / med(rates["pytorch_tuned"])
+    print(f"PyTorch with the same malloc thresholds (GLIBC_TUNABLES): "
+          f"{med(rates['pytorch_tuned']):.2f} steps/s; Trainer / that {tuned_torch_ratio:.3f}")
 if phases:
     # Where a step's time goes (medians, ms per step over all steps, warmup included); a
     # phase the hand-written loop does not have is blank there.
@@ -133,4 +144,6 @@ print("BENCH " + json.dumps({
     "handwritten_vs_pytorch": round(b / c, 3),
     "trainer_over_handwritten_cpu": round(cpu_ratio, 3) if cpu_ratio else None,
     "trainer_over_handwritten_separate": round(solo_ratio, 3) if solo_ratio else None,
+    "trainer_untuned_malloc_over_tuned": round(untuned_ratio, 3) if untuned_ratio else None,
+    "speedup_vs_pytorch_same_malloc": round(tuned_torch_ratio, 3) if tuned_torch_ratio else None,
 }))
