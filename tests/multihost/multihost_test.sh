@@ -107,10 +107,15 @@ testLaunch() {
   grep -q "4 ranks on 2 hosts: h0 (ranks 0-1), h1 (ranks 2-3)" run.log ||
     { grep "hosts" run.log; fail "the start-up line does not name the hosts of the ranks"; }
   ((tcp > 0)) || fail "no TCP connection between h0 and h1 while the job ran (shared memory across hosts?)"
+  # A group across hosts reduces in COHORT_ALLREDUCE_SLICE_BYTES_CROSS_HOST slices (8 MiB),
+  # one on one host (the reference) in the cache-sized ones.
+  grep -q "\[rank 0@h0\].*all-reduce slices of 8388608 bytes: the group spans hosts" run.log ||
+    fail "rank 0 did not switch to the cross-host all-reduce slice"
+  grep -q "group spans hosts" "$work/ref.log" && fail "the one-host reference run says its group spans hosts"
   python3 "$compare" "$work/ref.txt" "$work/run.txt" --params-only ||
     fail "parameters differ from the one-host run"
   "$cohort" ckpt verify "$work/run/checkpoint-12" > /dev/null || fail "checkpoint-12 does not verify"
-  echo "ok   cohort run -H h0:2,h1:2: ranks 0,1 on h0 and 2,3 on h1, $tcp TCP connections between the hosts, parameters equal to one host's (mpirun -np 4)"
+  echo "ok   cohort run -H h0:2,h1:2: ranks 0,1 on h0 and 2,3 on h1, $tcp TCP connections between the hosts, parameters equal to one host's (mpirun -np 4), cross-host slices"
 }
 
 # Starts a 12-step run, switches FAULT... on at step 2 and off again after the run.

@@ -33,6 +33,9 @@ class Work {
 struct BackendOptions {
   double timeoutSeconds = 600.0;    // COHORT_COLLECTIVE_TIMEOUT
   std::size_t sliceBytes = 1 << 20;  // COHORT_ALLREDUCE_SLICE_BYTES: pipelining granularity
+  // COHORT_ALLREDUCE_SLICE_BYTES_CROSS_HOST: the granularity of an MPI group whose ranks are
+  // on more than one host (each slice is a TCP/IB rendezvous there, not a cache-sized copy).
+  std::size_t crossHostSliceBytes = 8 << 20;
   bool checkArguments = true;       // COHORT_CHECK_COLLECTIVES: cross-rank count/dtype check
   static BackendOptions fromEnv();
 };

@@ -45,6 +45,10 @@ enum class Type { kString, kInt, kDouble, kBool, kAutoBool };
   X(kAllreduceSliceBytes, std::int64_t, "COHORT_ALLREDUCE_SLICE_BYTES", "1048576",           \
     "All-reduce pipelining granularity in bytes: large buffers are reduced slice by slice "  \
     "so that data stays in cache.")                                                          \
+  X(kAllreduceSliceBytesCrossHost, std::int64_t, "COHORT_ALLREDUCE_SLICE_BYTES_CROSS_HOST",  \
+    "8388608",                                                                               \
+    "The all-reduce slice of an MPI group whose ranks are on several hosts, where each "     \
+    "slice costs a rendezvous on the network.")                                              \
   X(kCheckCollectives, bool, "COHORT_CHECK_COLLECTIVES", "1",                                \
     "1: every collective first checks across ranks that kind, count, dtype and root "        \
     "match (a mismatch is a DistError on every rank instead of a hang). 0 disables.")        \
