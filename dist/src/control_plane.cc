@@ -70,8 +70,15 @@ void ControlPlane::begin(const Signature& op) {
   current_ = &op;
   lastStarted_ = op.seq;
   running_ = true;
-  deadline_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                 std::chrono::duration<double>(timeoutSeconds_));
+  const auto now = Clock::now();
+  deadline_ = now + std::chrono::duration_cast<Clock::duration>(
+                        std::chrono::duration<double>(timeoutSeconds_));
+  // The query window: up to 5 s (half the timeout when that is shorter, at least 0.5 s).
+  const double window = std::min(5.0, std::max(0.5, timeoutSeconds_ / 2));
+  queryAt_ = deadline_ - std::chrono::duration_cast<Clock::duration>(
+                             std::chrono::duration<double>(window));
+  queried_ = false;
+  replies_.clear();
 }
 
 void ControlPlane::end() {
@@ -85,18 +92,35 @@ void ControlPlane::fail() {
 }
 
 void ControlPlane::checkpoint() {
-  service(nullptr);
+  service();
   handleAbortRequest();
   if (!peerFailure_.empty()) {
     brokenReason_ = peerFailure_;
     throw DistError(current_->describe() + ": " + peerFailure_);
   }
-  if (Clock::now() > deadline_) throw TimeoutError(diagnoseTimeout(*current_));
+  const auto now = Clock::now();
+  if (now >= queryAt_ && (!queried_ || now - lastQuery_ >= std::chrono::seconds(1))) {
+    queryPeers(*current_);
+    queried_ = true;
+    lastQuery_ = now;
+  }
+  if (now > deadline_) throw TimeoutError(diagnoseTimeout(*current_));
+}
+
+void ControlPlane::queryPeers(const Signature& op) {
+  for (int p = 0; p < size_; ++p) {
+    if (p == rank_) continue;
+    auto it = replies_.find(p);
+    if (it != replies_.end() && it->second[0] >= op.seq) continue;  // it has arrived
+    std::vector<char> q(sizeof(std::int64_t));
+    std::memcpy(q.data(), &op.seq, sizeof(op.seq));
+    channel_.post(p, kQueryTag, std::move(q));
+  }
 }
 
 void ControlPlane::idle() {
   try {
-    service(nullptr);
+    service();
     handleAbortRequest();
   } catch (const std::exception& e) {
     COHORT_LOG_WARN("communication engine: {}", e.what());
@@ -116,19 +140,23 @@ void ControlPlane::awaitAbortSent(std::chrono::milliseconds limit) {
   abortCv_.wait_for(lock, limit, [&] { return abortState_ == AbortState::kSent; });
 }
 
-// Answers queued control messages. Replies are recorded in `replies` when given.
-void ControlPlane::service(Replies* replies) {
+// Answers queued control messages. A reply (it names the op it was asked about) is kept
+// when it is about the op running now; a late one about an earlier op is dropped.
+void ControlPlane::service() {
   while (auto m = channel_.receive()) {
     if (m->tag == kQueryTag) {
-      std::int64_t state[3] = {lastStarted_, running_ ? 1 : 0, nextSeq_()};
+      std::int64_t asked = -1;
+      if (m->payload.size() == sizeof(asked)) std::memcpy(&asked, m->payload.data(), sizeof(asked));
+      std::int64_t state[4] = {asked, lastStarted_, running_ ? 1 : 0, nextSeq_()};
       std::vector<char> out(sizeof(state));
       std::memcpy(out.data(), state, sizeof(state));
       channel_.post(m->source, kReplyTag, std::move(out));
-    } else if (m->tag == kReplyTag && replies != nullptr &&
-               m->payload.size() == 3 * sizeof(std::int64_t)) {
-      std::array<std::int64_t, 3> r;
-      std::memcpy(r.data(), m->payload.data(), sizeof(r));
-      (*replies)[m->source] = r;
+    } else if (m->tag == kReplyTag && m->payload.size() == 4 * sizeof(std::int64_t)) {
+      std::int64_t r[4];
+      std::memcpy(r, m->payload.data(), sizeof(r));
+      if (running_ && current_ != nullptr && r[0] == current_->seq) {
+        replies_[m->source] = {r[1], r[2], r[3]};
+      }
     } else if (m->tag == kAbortTag && peerFailure_.empty()) {
       peerFailure_ = "rank " + std::to_string(m->source) +
                      " failed: " + std::string(m->payload.begin(), m->payload.end());
@@ -159,23 +187,20 @@ void ControlPlane::handleAbortRequest() {
   abortCv_.notify_all();
 }
 
-// Asks every peer where it is and builds the error message of a timed-out collective.
+// Builds the error message of a timed-out collective from the peers' answers to the
+// queries sent during the last part of the timeout (checkpoint()): the error comes at the
+// deadline. A peer asked too late to answer in time (a wait that began near its deadline)
+// gets a short last chance.
 std::string ControlPlane::diagnoseTimeout(const Signature& op) {
-  brokenReason_ = "the communicator is unusable after " + op.describe() + " timed out";
-  Replies replies;
-  for (int p = 0; p < size_; ++p) {
-    if (p == rank_) continue;
-    std::vector<char> q(sizeof(std::int64_t));
-    std::memcpy(q.data(), &op.seq, sizeof(op.seq));
-    channel_.post(p, kQueryTag, std::move(q));
-  }
-  const double grace = std::min(5.0, std::max(0.5, timeoutSeconds_ / 2));
-  const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                        std::chrono::duration<double>(grace));
-  while (Clock::now() < until && static_cast<int>(replies.size()) < size_ - 1) {
-    service(&replies);
+  const auto lastChance = std::min(lastQuery_ + std::chrono::milliseconds(200),
+                                   Clock::now() + std::chrono::milliseconds(200));
+  while (Clock::now() < lastChance && static_cast<int>(replies_.size()) < size_ - 1) {
+    service();
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
+  service();
+  brokenReason_ = "the communicator is unusable after " + op.describe() + " timed out";
+  const Replies replies = replies_;
   // A peer that started this collective arrived, even if it has timed out itself and is
   // idle again by the time it answers; one whose last collective is older did not.
   std::vector<std::string> missing;

@@ -58,11 +58,16 @@ class ControlPlane {
   void awaitAbortSent(std::chrono::milliseconds limit);
 
  private:
+  // A peer's answer about the current op: its last started op, whether it is in one, and
+  // its next sequence number.
   using Replies = std::map<int, std::array<std::int64_t, 3>>;
   enum class AbortState { kNone, kRequested, kSent };
 
-  void service(Replies* replies);
+  // Answers queued control messages; keeps replies about the current op in replies_.
+  void service();
   void handleAbortRequest();
+  // Asks the peers that have not reported arriving at `op` where they are.
+  void queryPeers(const Signature& op);
   std::string diagnoseTimeout(const Signature& op);
 
   ControlChannel& channel_;
@@ -76,6 +81,13 @@ class ControlPlane {
   std::int64_t lastStarted_ = -1;
   bool running_ = false;
   std::chrono::steady_clock::time_point deadline_;
+  // The peers are asked where they are from queryAt_ on (the last part of the timeout,
+  // again every second), so that the TimeoutError, with their answers, comes at the
+  // deadline and not a query round after it.
+  std::chrono::steady_clock::time_point queryAt_;
+  std::chrono::steady_clock::time_point lastQuery_;
+  bool queried_ = false;
+  Replies replies_;
   std::string peerFailure_;
   std::string brokenReason_;
   std::atomic<bool> broken_{false};

@@ -17,7 +17,7 @@
 #              tasks runs cohort run (srun), ranks on n1,n1,n2,n2, one-host parameters
 #   elastic    h1 is lost and gone; --max-restarts 1 --min-np 2 finishes on h0 alone with
 #              the global batch of 4 ranks, equal to an uninterrupted 4-rank run
-#   For partition, lost_host, save and eval: the ranks of h0 end within the collective timeout (15 s, + 5 s) with an
+#   For partition, lost_host, save and eval: the ranks of h0 end within the collective timeout (15 s) with an
 #   error naming the collective, the ranks that did not arrive and their host; h1's ranks
 #   (when alive) end by themselves too; every checkpoint either verifies or is marked
 #   incomplete, and the newest complete one verifies.
@@ -204,9 +204,11 @@ faultTest() {
   t_end=$(since "$t0")
   [[ -n $t_err ]] || t_err=$t_end
   ((rc != 0)) || fail "cohort run exited 0 after the $fault"
-  # The timeout, then at most min(5 s, timeout / 2) asking the peers where they are.
-  python3 -c "import sys; sys.exit(not float(sys.argv[1]) <= $timeout_s + 5 + 5)" "$t_err" ||
-    fail "rank 0's error came $t_err s after the $fault (collective timeout $timeout_s s + 5 s)"
+  # Within the timeout: the peers are asked where they are during its last 5 s, so the
+  # error comes at the deadline (+3 s: the step's collective may start after the fault, the
+  # line has to reach the log).
+  python3 -c "import sys; sys.exit(not float(sys.argv[1]) <= $timeout_s + 3)" "$t_err" ||
+    fail "rank 0's error came $t_err s after the $fault (collective timeout $timeout_s s)"
   # The survivors' errors: the collective, the missing ranks, their host.
   local r line
   for r in 0 1; do
