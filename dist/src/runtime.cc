@@ -139,7 +139,9 @@ std::unique_ptr<Runtime> init(int* argc, char*** argv) {
   auto rt = std::make_unique<Runtime>(argc, argv);
   const Topology& t = rt->topology();
   log::configure(t.rank, t.hostname, t.nodeCount > 1);
-  COHORT_LOG_DEBUG("host allocator: {}", tuneHostAllocator().why);
+  if (const auto tuning = hostAllocatorTuning()) {  // what the constructor did
+    COHORT_LOG_DEBUG("host allocator: {}", tuning->why);
+  }
   if (t.nodeCount > 1) {  // the start-up line of multi-host jobs (shown on rank 0 by default)
     COHORT_LOG_INFO("rank {} on {}: {} ranks on {} hosts: {}", t.rank, t.hostname, t.worldSize,
                     t.nodeCount, describeHosts(t));
