@@ -1,6 +1,6 @@
 // HostBackend: issue-side argument checks, then the engine runs each op: the cross-rank
 // argument check (COHORT_CHECK_COLLECTIVES: a small MAX all-reduce of its signature, a plain
-// swap of signatures with two ranks), then the ring or the network's own collective, all
+// swap of signatures with two ranks, riding on the first data of a two-rank all_reduce), then the ring or the network's own collective, all
 // waits polling against the op's deadline.
 #include "host_backend.h"
 
@@ -134,13 +134,17 @@ class HostBackend final : public Backend {
     try {
       control_.begin(op);
       wait_.setCallerRunning(!engine_->onEngineThread());
-      const std::string mismatch = size_ > 1 && options_.checkArguments ? agreeOn(op) : "";
+      std::string mismatch;
+      if (size_ > 1 && options_.checkArguments) {
+        mismatch = checkAndExecute(op);
+      } else {
+        execute(op);
+      }
       if (!mismatch.empty()) {
         // Every rank saw the same disagreement and no data moved: still usable.
         control_.end();
         return std::make_exception_ptr(DistError(mismatch));
       }
-      execute(op);
     } catch (...) {
       error = std::current_exception();
       control_.fail();
@@ -150,18 +154,27 @@ class HostBackend final : public Backend {
     return error;
   }
 
-  // All ranks must agree on kind, sequence number, count, dtype, op/root and counts.
-  // Returns the error message of a disagreement (the same on every rank), or "".
-  // Two ranks swap their signatures (one eager message each way) and take the maximum
-  // locally, which is the MAX all-reduce at a fraction of a nonblocking collective's cost.
-  std::string agreeOn(const Op& op) {
+  // All ranks must agree on kind, sequence number, count, dtype, op/root and counts before
+  // `op` runs. Returns the error message of a disagreement (the same on every rank), or "".
+  // Two ranks swap their signatures (one message each way) and take the maximum locally,
+  // which is the MAX all-reduce at a fraction of a nonblocking collective's cost; a
+  // two-rank all_reduce sends its signature with its first slice of data (no extra round).
+  std::string checkAndExecute(const Op& op) {
     SignatureBuffer buf = encodeSignature(op);
+    if (size_ == 2 && op.kind == Kind::kAllReduce) {
+      return ring_.checkedAllReduce(op.buf, op.count, op.dtype, op.reduce, buf,
+                                    [&op](const SignatureBuffer& b) {
+                                      return signatureMismatch(op, b);
+                                    });
+    }
     if (size_ == 2) {
       ring_.pairMax(buf);
     } else {
       network_->maxReduce(buf, wait_);
     }
-    return signatureMismatch(op, buf);
+    std::string mismatch = signatureMismatch(op, buf);
+    if (mismatch.empty()) execute(op);
+    return mismatch;
   }
 
   void execute(const Op& op) {

@@ -70,6 +70,23 @@ class MpiTransport final : public detail::Transport {
                                &reqs_.back()));
   }
 
+  void postSendJoined(int peer, int tag, const void* head, std::size_t headBytes,
+                      const void* body, std::size_t bodyBytes) override {
+    if (bodyBytes == 0) return postSend(peer, tag, head, headBytes);
+    // Both pieces by absolute address (MPI_BOTTOM): one message, no staging copy.
+    MPI_Aint where[2];
+    COHORT_MPI_CHECK(MPI_Get_address(head, &where[0]));
+    COHORT_MPI_CHECK(MPI_Get_address(body, &where[1]));
+    const int lengths[2] = {static_cast<int>(headBytes), static_cast<int>(bodyBytes)};
+    MPI_Datatype joined;
+    COHORT_MPI_CHECK(MPI_Type_create_hindexed(2, lengths, where, MPI_BYTE, &joined));
+    COHORT_MPI_CHECK(MPI_Type_commit(&joined));
+    reqs_.push_back(MPI_REQUEST_NULL);
+    const int rc = MPI_Isend(MPI_BOTTOM, 1, joined, peer, tag, comm_, &reqs_.back());
+    MPI_Type_free(&joined);  // freed when the send no longer needs it
+    if (rc != MPI_SUCCESS) detail::throwMpiError(rc, "MPI_Isend (joined)", __FILE__, __LINE__);
+  }
+
   void postRecv(int peer, int tag, void* data, std::size_t bytes) override {
     reqs_.push_back(MPI_REQUEST_NULL);
     COHORT_MPI_CHECK(MPI_Irecv(data, static_cast<int>(bytes), MPI_BYTE, peer, tag, comm_,
@@ -281,6 +298,27 @@ bool spansHosts(MPI_Comm comm) {
   return localSize < size;
 }
 
+// The ranks must use the same slice size and argument check: both shape the messages a
+// collective exchanges, so a difference would be a truncated message or a hang later.
+// Collective over `comm`; every rank throws the same ConfigError.
+void agreeOnProtocol(MPI_Comm comm, const BackendOptions& o, bool crossHost) {
+  const std::int64_t slice = static_cast<std::int64_t>(o.sliceBytes);
+  const std::int64_t check = o.checkArguments ? 1 : 0;
+  std::int64_t v[4] = {slice, -slice, check, -check};
+  COHORT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, v, 4, MPI_INT64_T, MPI_MAX, comm));
+  if (v[0] != -v[1]) {
+    throw ConfigError(std::string("environment variable ") +
+                      (crossHost ? "COHORT_ALLREDUCE_SLICE_BYTES_CROSS_HOST"
+                                 : "COHORT_ALLREDUCE_SLICE_BYTES") +
+                      " differs across ranks (from " + std::to_string(-v[1]) + " to " +
+                      std::to_string(v[0]) + " bytes): set it to the same value on every rank");
+  }
+  if (v[2] != -v[3]) {
+    throw ConfigError("environment variable COHORT_CHECK_COLLECTIVES is on for some ranks and "
+                      "off for others: set it the same on every rank");
+  }
+}
+
 }  // namespace
 
 std::unique_ptr<Backend> makeMpiBackend(MPI_Comm parent, const BackendOptions& options) {
@@ -289,7 +327,8 @@ std::unique_ptr<Backend> makeMpiBackend(MPI_Comm parent, const BackendOptions& o
   // rendezvous on the wire (measured over TCP between two hosts: 1 MiB slices reached 0.42 of
   // MPI_Allreduce from 4 MiB up, 8 MiB slices 0.86-0.91; docs/performance.md).
   BackendOptions o = options;
-  if (spansHosts(parent)) {
+  const bool crossHost = spansHosts(parent);
+  if (crossHost) {
     o.sliceBytes = options.crossHostSliceBytes;
     static std::once_flag said;  // several communicators per process: one line
     std::call_once(said, [&] {
@@ -297,6 +336,7 @@ std::unique_ptr<Backend> makeMpiBackend(MPI_Comm parent, const BackendOptions& o
                       "(COHORT_ALLREDUCE_SLICE_BYTES_CROSS_HOST)", o.sliceBytes);
     });
   }
+  if (network->transport().size() > 1) agreeOnProtocol(parent, o, crossHost);
   return detail::makeHostBackend(std::move(network), o, "mpi");
 }
 

@@ -1,6 +1,9 @@
 #include "ring.h"
 
 #include <algorithm>
+#include <cstring>
+
+#include "cohort/dist/error.h"
 
 #include "reduce.h"
 
@@ -40,7 +43,10 @@ struct Slices {
 }  // namespace
 
 void Ring::allReduce(void* buf, std::size_t count, DType dtype, ReduceOp op) {
-  if (t_.size() == 2 && !isHalf(dtype)) return pairAllReduce(buf, count, dtype, op);
+  if (t_.size() == 2 && !isHalf(dtype)) {
+    pairAllReduce(buf, count, dtype, op);
+    return;
+  }
   ring(buf, count, dtype, op, true, true);
 }
 
@@ -53,12 +59,44 @@ void Ring::allGatherPartitions(void* buf, std::size_t count, DType dtype) {
 }
 
 void Ring::pairMax(SignatureBuffer& v) {
-  SignatureBuffer peer{};
-  const int other = 1 - t_.rank();
-  t_.postRecv(other, kCheckTag, peer.data(), sizeof(peer));
-  t_.postSend(other, kCheckTag, v.data(), sizeof(v));
+  postCheck(v, nullptr, 0);
   waitAll();
-  for (std::size_t i = 0; i < v.size(); ++i) v[i] = std::max(v[i], peer[i]);
+  mergePeerCheck(v);
+}
+
+std::string Ring::checkedAllReduce(void* buf, std::size_t count, DType dtype, ReduceOp op,
+                                   SignatureBuffer sig, const Mismatch& mismatch) {
+  if (t_.size() == 2 && !isHalf(dtype)) return pairAllReduce(buf, count, dtype, op, &sig, &mismatch);
+  if (t_.size() == 2) {
+    pairMax(sig);
+  } else {
+    throw DistError("checkedAllReduce needs a group of two ranks");
+  }
+  std::string msg = mismatch(sig);
+  if (msg.empty()) allReduce(buf, count, dtype, op);
+  return msg;
+}
+
+// The same on both ranks when they use the same slice size (makeMpiBackend checks that).
+std::size_t Ring::checkPayloadCapacity() const {
+  return std::min(std::min<std::size_t>(sliceBytes_, 1 << 30) / 2, kCheckPayloadMaxBytes);
+}
+
+void Ring::postCheck(const SignatureBuffer& v, const void* payload, std::size_t bytes) {
+  const std::size_t room = sizeof(CheckHeader) + checkPayloadCapacity();
+  if (check_.size() < room) check_.resize(room);
+  checkOut_.sig = v;
+  checkOut_.payloadBytes = static_cast<std::int64_t>(bytes);
+  const int other = 1 - t_.rank();
+  t_.postRecv(other, kCheckTag, check_.data(), room);
+  t_.postSendJoined(other, kCheckTag, &checkOut_, sizeof(checkOut_), payload, bytes);
+}
+
+std::int64_t Ring::mergePeerCheck(SignatureBuffer& v) const {
+  CheckHeader peer;
+  std::memcpy(&peer, check_.data(), sizeof(peer));
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = std::max(v[i], peer.sig[i]);
+  return peer.payloadBytes;
 }
 
 // The ring, shared by all_reduce (reduce-scatter then all-gather), reduce_scatter and
@@ -132,8 +170,8 @@ void Ring::halfReduce(void* buf, std::size_t count, DType dtype, ReduceOp op, bo
 // posted before slice k is reduced and slice k's second swap is posted right after, so
 // each slice costs one wait instead of two and the peer copies one message while this
 // rank reduces. Received halves alternate between two scratch areas.
-void Ring::pairAllReduce(void* buf, std::size_t count, DType dtype, ReduceOp op) {
-  if (count == 0) return;
+std::string Ring::pairAllReduce(void* buf, std::size_t count, DType dtype, ReduceOp op,
+                                SignatureBuffer* sig, const Mismatch* mismatch) {
   const int rank = t_.rank(), peer = 1 - rank;
   const std::size_t es = elementSize(dtype);
   const std::size_t sliceBytes = std::min<std::size_t>(sliceBytes_, 1 << 30);
@@ -153,6 +191,31 @@ void Ring::pairAllReduce(void* buf, std::size_t count, DType dtype, ReduceOp op)
     return Segment{base + off * es, std::min(chunk, hi - off) * es};
   };
   auto scratch = [&](std::size_t k) { return scratch_.data() + (k % 2) * chunk * es; };
+  // Slice 0 from the peer: in scratch, or in the check message it came with.
+  const char* first = scratch(0);
+  if (sig != nullptr && chunk * es > checkPayloadCapacity()) {
+    // Slices too big to ride along: the check takes a round of its own.
+    pairMax(*sig);
+    std::string msg = (*mismatch)(*sig);
+    if (!msg.empty()) return msg;
+    sig = nullptr;
+  }
+  if (sig != nullptr) {
+    const Segment theirs = segment(peerLo, peerHi, 0);
+    postCheck(*sig, theirs.data, theirs.bytes);
+    waitAll();
+    const std::int64_t got = mergePeerCheck(*sig);
+    std::string msg = (*mismatch)(*sig);
+    if (!msg.empty()) return msg;  // the peer's data stays in check_: nothing written
+    const std::size_t want = segment(mineLo, mineHi, 0).bytes;
+    if (got != static_cast<std::int64_t>(want)) {
+      throw DistError("all_reduce: the peer sent " + std::to_string(got) +
+                      " bytes of the first slice, this rank expects " + std::to_string(want) +
+                      " (do the ranks use different slice sizes?)");
+    }
+    first = check_.data() + sizeof(CheckHeader);
+  }
+  if (count == 0) return "";
   // Each wait covers the halves of slice k going to be reduced and the reduced halves of
   // slice k-1.
   auto postScatter = [&](std::size_t k) {
@@ -165,17 +228,18 @@ void Ring::pairAllReduce(void* buf, std::size_t count, DType dtype, ReduceOp op)
     t_.postRecv(peer, kGatherTag, theirs.data, theirs.bytes);
     t_.postSend(peer, kGatherTag, mine.data, mine.bytes);
   };
-  postScatter(0);
+  if (first == scratch(0)) postScatter(0);
   for (std::size_t k = 0; k < slices; ++k) {
     waitAll();  // slice k's halves swapped, slice k-1 complete
     if (k + 1 < slices) postScatter(k + 1);
     const Segment mine = segment(mineLo, mineHi, k);
     const std::size_t n = mine.bytes / es;
-    reduceInto(mine.data, scratch(k), n, dtype, op);
+    reduceInto(mine.data, k == 0 ? first : scratch(k), n, dtype, op);
     if (op == ReduceOp::kAvg) divideBy(mine.data, n, dtype, 2);
     postGather(k);
   }
   waitAll();
+  return "";
 }
 
 // After n-1 steps rank r's segment r holds the reduction over all ranks.

@@ -11,6 +11,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "cohort/dist/types.h"
@@ -23,6 +25,9 @@ namespace cohort::dist::detail {
 constexpr int kDataTag = 11;
 constexpr int kGatherTag = 12;  // the all-gather half of a two-rank all-reduce
 constexpr int kCheckTag = 13;   // the two-rank argument check
+// The most data a two-rank check message carries along (checkedAllReduce): beyond this the
+// all-reduce's slices are big enough that one more round does not matter.
+constexpr std::size_t kCheckPayloadMaxBytes = std::size_t{8} << 20;
 
 // One rank's view for one collective: the transport, the wait (which carries the
 // collective's deadline) and scratch space reused across collectives. Borrowed references;
@@ -40,16 +45,37 @@ class Ring {
   void allGatherPartitions(void* buf, std::size_t count, DType dtype);
   // Two ranks: v[i] = max(v[i], peer's v[i]) with one message each way (the argument check).
   void pairMax(SignatureBuffer& v);
+  // Returns the error of a disagreement for the combined signature, or "".
+  using Mismatch = std::function<std::string(const SignatureBuffer&)>;
+  // Two ranks: the argument check and all_reduce in one. The signature travels in the same
+  // message as the first slice of data, so the check costs no round of its own (across
+  // hosts a round is milliseconds). On a disagreement (`mismatch` returns a message) no
+  // data has been written, nothing is left in flight, and the message is returned.
+  std::string checkedAllReduce(void* buf, std::size_t count, DType dtype, ReduceOp op,
+                               SignatureBuffer sig, const Mismatch& mismatch);
 
  private:
   void ring(void* buf, std::size_t count, DType dtype, ReduceOp op, bool reduceScatter,
             bool allGather);
-  void pairAllReduce(void* buf, std::size_t count, DType dtype, ReduceOp op);
+  // With `sig`/`mismatch` set: the check rides on the first slice (checkedAllReduce).
+  std::string pairAllReduce(void* buf, std::size_t count, DType dtype, ReduceOp op,
+                            SignatureBuffer* sig = nullptr, const Mismatch* mismatch = nullptr);
   void halfReduce(void* buf, std::size_t count, DType dtype, ReduceOp op, bool allGather);
   void ringReduceScatter(const std::vector<char*>& seg, const std::vector<std::size_t>& len,
                          DType wt, ReduceOp reduce);
   void ringAllGather(const std::vector<char*>& seg, const std::vector<std::size_t>& len,
                      std::size_t es);
+  // The two-rank check message: this header, then `payloadBytes` of data. Every check
+  // receive has room for checkPayloadCapacity() bytes of data, whatever the peer's op is,
+  // so a peer's message always completes, also when the two disagree.
+  struct CheckHeader {
+    SignatureBuffer sig;
+    std::int64_t payloadBytes;
+  };
+  std::size_t checkPayloadCapacity() const;
+  void postCheck(const SignatureBuffer& v, const void* payload, std::size_t bytes);
+  // After the check message arrived: v = max(v, peer's); returns the peer's payload bytes.
+  std::int64_t mergePeerCheck(SignatureBuffer& v) const;
   void waitAll() {
     wait_.waitUntil([this] { return t_.testAll(); });
   }
@@ -59,6 +85,8 @@ class Ring {
   std::size_t sliceBytes_;
   std::vector<char> scratch_;
   std::vector<float> widened_;
+  std::vector<char> check_;  // the peer's check message (header, then data)
+  CheckHeader checkOut_{};   // this rank's header, until its send has completed
 };
 
 }  // namespace cohort::dist::detail

@@ -24,6 +24,9 @@ class Transport {
   virtual int size() const = 0;
   virtual void postSend(int peer, int tag, const void* data, std::size_t bytes) = 0;
   virtual void postRecv(int peer, int tag, void* data, std::size_t bytes) = 0;
+  // One message of `head` then `body`, sent from where they are (no copy to join them).
+  virtual void postSendJoined(int peer, int tag, const void* head, std::size_t headBytes,
+                              const void* body, std::size_t bodyBytes) = 0;
   // Nonblocking progress: true once every transfer posted so far has completed (they are
   // then forgotten). Throws DistError when the transport fails.
   virtual bool testAll() = 0;

@@ -72,6 +72,66 @@ TEST(BadInput, MismatchedDtypeAndCollectiveAreNamed) {
   EXPECT_TRUE(allRanks(!msg.empty() && !msg2.empty()));
 }
 
+// Two ranks send an all_reduce's signature together with its first slice (512 KiB here:
+// past the eager limit, so the peer must take the whole message). Disagreeing ops still
+// give every rank the error, leave the buffer as it was and the group in step.
+TEST(BadInput, MismatchesWithLargeBuffersLeaveTheGroupInStep) {
+  auto comm = worldComm(20.0);
+  if (comm->size() == 1) GTEST_SKIP() << "needs two ranks";
+  const std::int64_t n = 300000;
+  at::Tensor a = at::arange(n + comm->rank(), at::kFloat);
+  const at::Tensor a0 = a.clone();
+  const std::string count = messageOf<DistError>([&] { comm->allReduce(a); });
+  EXPECT_NE(count.find("ranks disagree on the element count"), std::string::npos) << count;
+  at::Tensor b = comm->rank() == 0 ? at::arange(n, at::kFloat) : at::arange(n, at::kInt);
+  const at::Tensor b0 = b.clone();
+  const std::string dtype = messageOf<DistError>([&] { comm->allReduce(b); });
+  EXPECT_NE(dtype.find("ranks disagree on the dtype (float32 vs int32)"), std::string::npos)
+      << dtype;
+  at::Tensor c = at::arange(n, at::kFloat);
+  const at::Tensor c0 = c.clone();
+  const std::string kind = messageOf<DistError>([&] {
+    if (comm->rank() == 1) {
+      comm->broadcast(c, 0);
+    } else {
+      comm->allReduce(c);
+    }
+  });
+  EXPECT_NE(kind.find("ranks disagree on the collective"), std::string::npos) << kind;
+  const bool untouched = at::equal(a, a0) && at::equal(b, b0) && at::equal(c, c0);
+  EXPECT_TRUE(untouched);
+  at::Tensor ok = at::full({n}, static_cast<float>(comm->rank() + 1));
+  comm->allReduce(ok);
+  const float want = static_cast<float>(comm->size() * (comm->size() + 1) / 2);
+  EXPECT_TRUE(at::equal(ok, at::full({n}, want)));
+  EXPECT_TRUE(allRanks(!count.empty() && !dtype.empty() && !kind.empty() && untouched));
+}
+
+// The slice size and the argument check shape the messages of every collective: a rank
+// that differs is a ConfigError on every rank when the communicator is made, not a
+// truncated message or a hang in the first collective.
+TEST(BadInput, SliceSizeOrCheckThatDiffersAcrossRanksIsAConfigError) {
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size == 1) GTEST_SKIP() << "needs two ranks";
+  dist::BackendOptions o;
+  o.timeoutSeconds = 20;
+  o.sliceBytes = (std::size_t{1} << 20) + (gRuntime->rank() == 1 ? 4096 : 0);
+  const std::string slice =
+      messageOf<ConfigError>([&] { dist::makeMpiBackend(MPI_COMM_WORLD, o); });
+  EXPECT_NE(slice.find("COHORT_ALLREDUCE_SLICE_BYTES differs across ranks (from 1048576 to "
+                       "1052672 bytes)"),
+            std::string::npos)
+      << slice;
+  o.sliceBytes = std::size_t{1} << 20;
+  o.checkArguments = gRuntime->rank() != 1;
+  const std::string check =
+      messageOf<ConfigError>([&] { dist::makeMpiBackend(MPI_COMM_WORLD, o); });
+  EXPECT_NE(check.find("COHORT_CHECK_COLLECTIVES is on for some ranks"), std::string::npos)
+      << check;
+  EXPECT_TRUE(allRanks(!slice.empty() && !check.empty()));
+}
+
 TEST(BadInput, MismatchedAllGatherShapesAreNamed) {
   auto comm = worldComm(20.0);
   if (comm->size() == 1) GTEST_SKIP() << "needs two ranks";

@@ -38,6 +38,14 @@ class MemoryTransport final : public dist::detail::Transport {
                                std::to_string(rank_));
   }
 
+  void postSendJoined(int peer, int tag, const void* head, std::size_t headBytes,
+                      const void* body, std::size_t bodyBytes) override {
+    std::vector<char> joined(headBytes + bodyBytes);
+    if (headBytes > 0) std::memcpy(joined.data(), head, headBytes);
+    if (bodyBytes > 0) std::memcpy(joined.data() + headBytes, body, bodyBytes);
+    postSend(peer, tag, joined.data(), joined.size());
+  }
+
   void postRecv(int peer, int tag, void* data, std::size_t bytes) override {
     checkAlive();
     recvs_.push_back(Recv{peer, tag, data, bytes});

@@ -239,6 +239,102 @@ TEST(UnitRingGroup, ArgumentMismatchIsTheSameErrorAsUnderMpi) {
   }
 }
 
+// Two ranks: an all_reduce's signature rides in one message with its first slice of data,
+// so the check costs no round of its own: a one-slice all_reduce is two messages per rank
+// (check + first halves, then the reduced halves), not three; k slices are 2k.
+TEST(UnitRingGroup, TwoRankAllReduceSendsTheCheckWithTheFirstSlice) {
+  for (std::size_t count : {std::size_t{1000}, std::size_t{4099}}) {
+    MemoryHub hub(2);
+    BackendOptions o;
+    o.timeoutSeconds = 60;
+    o.sliceBytes = 4096;  // slices of 512 float32 per rank's half
+    const std::size_t slices = (partitionOf(count, 2, 0).second + 511) / 512;
+    std::vector<std::int64_t> messages(2), bytes(2);
+    std::vector<std::vector<float>> got(2);
+    runRanks(hub, o, [&](int rank, Backend& b) {
+      std::vector<float> v(count);
+      for (std::size_t i = 0; i < count; ++i) v[i] = static_cast<float>(i % 7 + rank);
+      b.allReduce(v.data(), count, DType::kFloat32, ReduceOp::kSum)->wait();
+      messages[rank] = hub.dataMessagesSent(rank);
+      bytes[rank] = hub.dataBytesSent(rank);
+      got[rank] = v;
+    });
+    for (int r = 0; r < 2; ++r) {
+      EXPECT_EQ(messages[r], static_cast<std::int64_t>(2 * slices)) << "count " << count;
+      // Every element crosses once each way, plus one check header (signature + length).
+      EXPECT_EQ(bytes[r], static_cast<std::int64_t>(count * sizeof(float) + 13 * 8))
+          << "count " << count;
+      for (std::size_t i = 0; i < count; ++i) {
+        ASSERT_EQ(got[r][i], static_cast<float>(2 * (i % 7) + 1)) << "rank " << r << " i " << i;
+      }
+    }
+  }
+}
+
+// The disagreements where one rank's check message carries data and the peer's op reads
+// it differently, or not at all: every rank gets the same error, its buffer is untouched,
+// nothing is left in flight (the next collectives pair up correctly).
+TEST(UnitRingGroup, TwoRankDisagreementsWithDataInTheCheckWriteNothing) {
+  struct Case {
+    const char* name;
+    const char* expect;
+    std::function<void(int rank, Backend&, std::vector<float>&)> issue;
+  };
+  const std::size_t n = 4099;  // several slices of 4096 bytes
+  const std::vector<Case> cases = {
+      {"count", "ranks disagree on the element count",
+       [&](int rank, Backend& b, std::vector<float>& v) {
+         b.allReduce(v.data(), n - rank, DType::kFloat32, ReduceOp::kSum)->wait();
+       }},
+      {"same bytes, other dtype", "ranks disagree on the dtype (float32 vs int32)",
+       [&](int rank, Backend& b, std::vector<float>& v) {
+         b.allReduce(v.data(), n, rank == 0 ? DType::kFloat32 : DType::kInt32, ReduceOp::kSum)
+             ->wait();
+       }},
+      {"reduce op", "ranks disagree on the reduce op",
+       [&](int rank, Backend& b, std::vector<float>& v) {
+         b.allReduce(v.data(), n, DType::kFloat32, rank == 0 ? ReduceOp::kSum : ReduceOp::kMax)
+             ->wait();
+       }},
+      {"all_reduce vs broadcast", "ranks disagree on the collective",
+       [&](int rank, Backend& b, std::vector<float>& v) {
+         if (rank == 0) {
+           b.allReduce(v.data(), n, DType::kFloat32, ReduceOp::kSum)->wait();
+         } else {
+           b.broadcast(v.data(), n, DType::kFloat32, 0)->wait();
+         }
+       }},
+      {"bf16 (check alone) vs float32 (check with data)", "ranks disagree on the dtype",
+       [&](int rank, Backend& b, std::vector<float>& v) {
+         b.allReduce(v.data(), n, rank == 0 ? DType::kFloat32 : DType::kBFloat16,
+                     ReduceOp::kSum)
+             ->wait();
+       }},
+  };
+  for (const Case& c : cases) {
+    MemoryHub hub(2);
+    BackendOptions o;
+    o.timeoutSeconds = 20;
+    o.sliceBytes = 4096;
+    runRanks(hub, o, [&](int rank, Backend& b) {
+      std::vector<float> v(2 * n);
+      for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(i + 10 * rank);
+      const std::vector<float> before = v;
+      const std::string msg = messageOf<DistError>([&] { c.issue(rank, b, v); });
+      EXPECT_NE(msg.find(c.expect), std::string::npos) << c.name << ": " << msg;
+      EXPECT_TRUE(std::memcmp(v.data(), before.data(), v.size() * sizeof(float)) == 0)
+          << c.name << ": rank " << rank << "'s buffer was written";
+      // Still in step: a good all_reduce and broadcast pair up and give the right values.
+      std::vector<float> ok(n, static_cast<float>(rank + 1));
+      b.allReduce(ok.data(), n, DType::kFloat32, ReduceOp::kSum)->wait();
+      EXPECT_EQ(ok, std::vector<float>(n, 3.0f)) << c.name;
+      std::vector<std::int64_t> x = {rank == 1 ? 42 : 0};
+      b.broadcast(x.data(), 1, DType::kInt64, 1)->wait();
+      EXPECT_EQ(x[0], 42) << c.name;
+    });
+  }
+}
+
 // ---- injected faults ----
 
 constexpr double kTimeout = 1.0;
