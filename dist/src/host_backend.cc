@@ -1,7 +1,8 @@
 // HostBackend: issue-side argument checks, then the engine runs each op: the cross-rank
 // argument check (COHORT_CHECK_COLLECTIVES: a small MAX all-reduce of its signature, a plain
-// swap of signatures with two ranks, riding on the first data of a two-rank all_reduce), then the ring or the network's own collective, all
-// waits polling against the op's deadline.
+// swap of signatures with two ranks, riding on the first data of a two-rank all_reduce),
+// then the ring or the network's own collective, all waits polling against the op's
+// deadline.
 #include "host_backend.h"
 
 #include "cohort/dist/error.h"

@@ -66,15 +66,19 @@ void Ring::pairMax(SignatureBuffer& v) {
 
 std::string Ring::checkedAllReduce(void* buf, std::size_t count, DType dtype, ReduceOp op,
                                    SignatureBuffer sig, const Mismatch& mismatch) {
-  if (t_.size() == 2 && !isHalf(dtype)) return pairAllReduce(buf, count, dtype, op, &sig, &mismatch);
-  if (t_.size() == 2) {
-    pairMax(sig);
-  } else {
-    throw DistError("checkedAllReduce needs a group of two ranks");
+  if (!isHalf(dtype) && pairChunk(elementSize(dtype)) * elementSize(dtype) <=
+                            checkPayloadCapacity()) {
+    return pairAllReduce(buf, count, dtype, op, &sig, &mismatch);
   }
+  // Half types (the ring) and slices too big to ride along: the check takes its own round.
+  pairMax(sig);
   std::string msg = mismatch(sig);
   if (msg.empty()) allReduce(buf, count, dtype, op);
   return msg;
+}
+
+std::size_t Ring::pairChunk(std::size_t es) const {
+  return std::max<std::size_t>(1, std::min<std::size_t>(sliceBytes_, 1 << 30) / es / 2);
 }
 
 // The same on both ranks when they use the same slice size (makeMpiBackend checks that).
@@ -172,10 +176,10 @@ void Ring::halfReduce(void* buf, std::size_t count, DType dtype, ReduceOp op, bo
 // rank reduces. Received halves alternate between two scratch areas.
 std::string Ring::pairAllReduce(void* buf, std::size_t count, DType dtype, ReduceOp op,
                                 SignatureBuffer* sig, const Mismatch* mismatch) {
+  if (count == 0 && sig == nullptr) return "";
   const int rank = t_.rank(), peer = 1 - rank;
   const std::size_t es = elementSize(dtype);
-  const std::size_t sliceBytes = std::min<std::size_t>(sliceBytes_, 1 << 30);
-  const std::size_t chunk = std::max<std::size_t>(1, sliceBytes / es / 2);
+  const std::size_t chunk = pairChunk(es);
   const auto [mineLo, mineHi] = partitionOf(count, 2, rank);
   const auto [peerLo, peerHi] = partitionOf(count, 2, peer);
   const std::size_t slices = (std::max(mineHi - mineLo, peerHi - peerLo) + chunk - 1) / chunk;
@@ -193,13 +197,6 @@ std::string Ring::pairAllReduce(void* buf, std::size_t count, DType dtype, Reduc
   auto scratch = [&](std::size_t k) { return scratch_.data() + (k % 2) * chunk * es; };
   // Slice 0 from the peer: in scratch, or in the check message it came with.
   const char* first = scratch(0);
-  if (sig != nullptr && chunk * es > checkPayloadCapacity()) {
-    // Slices too big to ride along: the check takes a round of its own.
-    pairMax(*sig);
-    std::string msg = (*mismatch)(*sig);
-    if (!msg.empty()) return msg;
-    sig = nullptr;
-  }
   if (sig != nullptr) {
     const Segment theirs = segment(peerLo, peerHi, 0);
     postCheck(*sig, theirs.data, theirs.bytes);
@@ -215,7 +212,6 @@ std::string Ring::pairAllReduce(void* buf, std::size_t count, DType dtype, Reduc
     }
     first = check_.data() + sizeof(CheckHeader);
   }
-  if (count == 0) return "";
   // Each wait covers the halves of slice k going to be reduced and the reduced halves of
   // slice k-1.
   auto postScatter = [&](std::size_t k) {
@@ -228,7 +224,7 @@ std::string Ring::pairAllReduce(void* buf, std::size_t count, DType dtype, Reduc
     t_.postRecv(peer, kGatherTag, theirs.data, theirs.bytes);
     t_.postSend(peer, kGatherTag, mine.data, mine.bytes);
   };
-  if (first == scratch(0)) postScatter(0);
+  if (sig == nullptr) postScatter(0);
   for (std::size_t k = 0; k < slices; ++k) {
     waitAll();  // slice k's halves swapped, slice k-1 complete
     if (k + 1 < slices) postScatter(k + 1);

@@ -47,7 +47,7 @@ class Ring {
   void pairMax(SignatureBuffer& v);
   // Returns the error of a disagreement for the combined signature, or "".
   using Mismatch = std::function<std::string(const SignatureBuffer&)>;
-  // Two ranks: the argument check and all_reduce in one. The signature travels in the same
+  // Two ranks only: the argument check and all_reduce in one. The signature travels in the same
   // message as the first slice of data, so the check costs no round of its own (across
   // hosts a round is milliseconds). On a disagreement (`mismatch` returns a message) no
   // data has been written, nothing is left in flight, and the message is returned.
@@ -57,7 +57,8 @@ class Ring {
  private:
   void ring(void* buf, std::size_t count, DType dtype, ReduceOp op, bool reduceScatter,
             bool allGather);
-  // With `sig`/`mismatch` set: the check rides on the first slice (checkedAllReduce).
+  // With `sig`/`mismatch` set: the check rides on the first slice (checkedAllReduce; the
+  // slice must fit checkPayloadCapacity()).
   std::string pairAllReduce(void* buf, std::size_t count, DType dtype, ReduceOp op,
                             SignatureBuffer* sig = nullptr, const Mismatch* mismatch = nullptr);
   void halfReduce(void* buf, std::size_t count, DType dtype, ReduceOp op, bool allGather);
@@ -73,6 +74,8 @@ class Ring {
     std::int64_t payloadBytes;
   };
   std::size_t checkPayloadCapacity() const;
+  // Elements per slice of each half in pairAllReduce, for elements of `es` bytes.
+  std::size_t pairChunk(std::size_t es) const;
   void postCheck(const SignatureBuffer& v, const void* payload, std::size_t bytes);
   // After the check message arrived: v = max(v, peer's); returns the peer's payload bytes.
   std::int64_t mergePeerCheck(SignatureBuffer& v) const;
